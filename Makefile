@@ -1,0 +1,31 @@
+# cardbridge — `make demo` and `make test` are the two commands a newcomer needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@echo "installing cardbridge and its dependencies into $(VENV)…"
+	@$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+demo: install
+	@bash devtools/demo.sh
+
+test: install
+	@bash devtools/test.sh
+
+lint: install
+	@$(BIN)/ruff check .
+
+bench: install
+	@$(BIN)/python bench/page.py
+
+clean:
+	rm -rf $(VENV) instance/cardbridge.db* instance/outbox

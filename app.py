@@ -1,0 +1,73 @@
+"""create_app: config → extensions → blueprints → errors → commands. Nothing else."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from flask import Flask
+
+import security
+from config import load_config
+from extensions import csrf, db, limiter, migrate
+
+
+def create_app(config: Mapping | None = None) -> Flask:
+    config = dict(config or {})
+    app = Flask(__name__, instance_path=config.pop("INSTANCE_PATH", None),
+                instance_relative_config=True)
+    env = dict(os.environ)
+    if config.get("TESTING"):
+        env["CARDBRIDGE_TESTING"] = "1"
+    app.config.from_mapping(load_config(app.instance_path, env))
+    app.config.update(config)
+    register_extensions(app)
+    register_blueprints(app)
+    register_error_handlers(app)
+    register_commands(app)
+    return app
+
+
+def register_extensions(app: Flask) -> None:
+    from services.stripe_gateway import StripeGateway
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=os.path.join(os.path.dirname(__file__), "migrations"))
+    csrf.init_app(app)
+    limiter.init_app(app)
+    security.init_app(app)
+    app.extensions.setdefault("stripe_gateway", StripeGateway.from_config(app.config))
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        from sqlalchemy import event
+
+        with app.app_context():
+
+            @event.listens_for(db.engine, "connect")
+            def _sqlite_pragmas(dbapi_conn, _record):
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA foreign_keys=ON")
+                cur.execute("PRAGMA busy_timeout=10000")
+                cur.close()
+
+
+def register_blueprints(app: Flask) -> None:
+    from blueprints.csp import bp as csp_bp
+    from blueprints.customer import bp as customer_bp
+    from blueprints.health import bp as health_bp
+    from blueprints.webhooks import bp as webhooks_bp
+
+    for bp in (customer_bp, webhooks_bp, health_bp, csp_bp):
+        app.register_blueprint(bp)
+
+
+def register_error_handlers(app: Flask) -> None:
+    from errors import register
+
+    register(app)
+
+
+def register_commands(app: Flask) -> None:
+    from commands import register
+
+    register(app)

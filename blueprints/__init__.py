@@ -1,0 +1,1 @@
+"""Blueprints split by audience; each audience has one security posture."""

@@ -1,0 +1,230 @@
+"""The update page and the POSTs its script makes. GET and HEAD never change anything."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import (
+    abort,
+    current_app,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+
+from blueprints.customer import bp
+from extensions import db
+from models import CustomerEvent, Link
+from models.types import utcnow
+from security import link_page, stripe_page
+from services import card_setup
+from services.links import LinkError, load_link
+from services.recording import Recorded, SetupNotFinished, SetupNotOurs
+from services.stripe_gateway import CardDeclined, GatewayError, StripeUnavailable
+
+log = logging.getLogger(__name__)
+
+INVALID_STATUS = {"tampered": 404, "expired": 410, "revoked": 410, "used": 410}
+
+
+def gateway():
+    return current_app.extensions["stripe_gateway"]
+
+
+def invalid_link_page(err: LinkError, token: str = ""):
+    return (
+        render_template("customer/invalid.html", reason=err.reason, token=token),
+        INVALID_STATUS.get(err.reason, 404),
+    )
+
+
+def _deadline(link: Link):
+    cutover = current_app.config.get("CUTOVER_DATE")
+    expires = link.expires_at.date()
+    return min(cutover, expires) if cutover else expires
+
+
+@bp.route("/<token>", methods=["GET"])
+@link_page
+def page(token: str):
+    try:
+        link = load_link(token)
+    except LinkError as err:
+        return invalid_link_page(err, token)
+    form = current_app.config["CARD_FORM"]
+    session["link_token"] = token  # lets Checkout's cancel page bring the customer back
+    g.csp_stripe = "checkout" if form == "checkout" else "elements"  # Stripe hosts: this page only
+    return render_template(
+        "customer/update.html",
+        token=token,
+        customer=link.customer,
+        card=link.customer.known_card(),
+        deadline=_deadline(link),
+        card_form=form,
+        stripe_js_url=current_app.config["STRIPE_JS_URL"],
+        publishable_key=current_app.config["STRIPE_PUBLISHABLE_KEY"],
+        return_url=f"{current_app.config['PUBLIC_BASE_URL']}/u/return",
+    )
+
+
+def _json_error(message: str, status: int, *, retry: bool = True, code: str = "error"):
+    return jsonify(error=code, message=message, retry=retry), status
+
+
+@bp.post("/<token>/opened")
+@link_page
+def opened(token: str):
+    """The page's script says a person (not a scanner's GET) opened the page."""
+    try:
+        link = load_link(token)
+    except LinkError:
+        return _json_error("This link can no longer be used.", 410, retry=False, code="link")
+    if link.opened_at is None:
+        link.opened_at = utcnow()
+        db.session.add(CustomerEvent(customer_id=link.customer_id, link_id=link.id,
+                                     kind="page_opened"))
+        db.session.commit()
+    return jsonify(ok=True)
+
+
+@bp.post("/<token>/intent")
+@link_page
+def intent(token: str):
+    try:
+        link = load_link(token)
+    except LinkError:
+        return _json_error("This link can no longer be used. Reload the page.", 410,
+                           retry=False, code="link")
+    try:
+        setup_intent = card_setup.open_setup_intent(link, gateway())
+    except StripeUnavailable:
+        db.session.rollback()
+        return _json_error("We could not reach our payment provider. Please try again in a "
+                           "minute; nothing was saved.", 503, code="unavailable")
+    except GatewayError:
+        db.session.rollback()
+        log.exception("setup intent failed link=%s", link.public_id)
+        return _json_error("Something went wrong on our side. Please try again later.", 502)
+    db.session.commit()
+    return jsonify(client_secret=setup_intent["client_secret"], status=setup_intent["status"])
+
+
+def _done(recorded: Recorded, link: Link):
+    session.pop("link_token", None)
+    session["done"] = {"link": link.public_id, "brand": recorded.payment_method.brand,
+                       "last4": recorded.payment_method.last4}
+    return url_for("customer.done")
+
+
+@bp.post("/<token>/complete")
+@link_page
+def complete(token: str):
+    """The browser says Stripe confirmed; we believe Stripe, not the browser."""
+    try:
+        link = load_link(token, allow_spent=True)
+    except LinkError:
+        return _json_error("This link can no longer be used.", 404, retry=False, code="link")
+    seti_id = (request.get_json(silent=True) or {}).get("setup_intent")
+    if not isinstance(seti_id, str) or not seti_id.startswith("seti_"):
+        return _json_error("Missing setup reference.", 400, retry=False, code="bad_request")
+    try:
+        recorded = card_setup.finish_setup_intent(seti_id, gateway(), via="browser", link=link)
+    except SetupNotOurs:
+        db.session.rollback()
+        return _json_error("That card setup does not belong to this link.", 400, retry=False,
+                           code="mismatch")
+    except SetupNotFinished as exc:
+        db.session.rollback()
+        return _json_error("Your card was not confirmed yet. Please try again.", 409,
+                           code=f"not_finished:{exc.status}")
+    except CardDeclined as exc:
+        db.session.rollback()
+        return _json_error(exc.message, 402, code="declined")
+    except StripeUnavailable:
+        db.session.rollback()
+        return _json_error("We could not reach our payment provider. Your card may already be "
+                           "saved; please try again in a minute.", 503, code="unavailable")
+    db.session.commit()
+    return jsonify(redirect=_done(recorded, link))
+
+
+@bp.post("/<token>/checkout")
+@link_page
+@stripe_page("checkout")
+def checkout(token: str):
+    try:
+        link = load_link(token)
+    except LinkError as err:
+        return invalid_link_page(err, token)
+    try:
+        checkout_session = card_setup.open_checkout_session(link, gateway())
+    except StripeUnavailable:
+        db.session.rollback()
+        return render_template("customer/retry.html", token=token), 503
+    except GatewayError:
+        db.session.rollback()
+        log.exception("checkout session failed link=%s", link.public_id)
+        return render_template("customer/retry.html", token=token), 502
+    db.session.commit()
+    return redirect(checkout_session["url"], code=303)
+
+
+def _finish_return(finish):
+    """Shared tail of the two pages Stripe sends the browser back to."""
+    try:
+        recorded = finish()
+    except (SetupNotOurs, SetupNotFinished):
+        db.session.rollback()
+        token = session.get("link_token")
+        if token:
+            return redirect(url_for("customer.page", token=token, retry=1))
+        abort(404)
+    except StripeUnavailable:
+        db.session.rollback()
+        return render_template("customer/retry.html", token=session.get("link_token")), 503
+    db.session.commit()
+    link = db.session.get(Link, recorded.payment_method.link_id)
+    return redirect(_done(recorded, link), code=303)
+
+
+@bp.get("/return")
+@link_page
+def payment_element_return():
+    """Payment Element redirect target: strips the client secret from the URL at once."""
+    seti_id = request.args.get("setup_intent", "")
+    if not seti_id.startswith("seti_"):
+        abort(404)
+    return _finish_return(
+        lambda: card_setup.finish_setup_intent(seti_id, gateway(), via="return")
+    )
+
+
+@bp.get("/checkout/return")
+@link_page
+def checkout_return():
+    session_id = request.args.get("session_id", "")
+    if not session_id.startswith("cs_"):
+        abort(404)
+    return _finish_return(
+        lambda: card_setup.finish_checkout_session(session_id, gateway(), via="return")
+    )
+
+
+@bp.get("/resume")
+@link_page
+def resume():
+    token = session.get("link_token")
+    if token:
+        return redirect(url_for("customer.page", token=token))
+    return render_template("customer/resume.html")
+
+
+@bp.get("/done")
+@link_page
+def done():
+    info = session.get("done")
+    return render_template("customer/done.html", info=info)

@@ -1,0 +1,144 @@
+"""Settings from the environment: one place that knows every knob and fails fast in production."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from datetime import date
+from pathlib import Path
+
+CARD_FORMS = ("payment_element", "card_element", "checkout")
+
+DEMO_SECRET_KEY = "sk_test_cardbridge_demo"  # localstripe accepts any sk_test_… key
+DEMO_PUBLISHABLE_KEY = "pk_test_cardbridge_demo"
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or malformed; the message names it."""
+
+
+def _bool(value: str | None, default: bool = False) -> bool:
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _int(env: dict, name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from exc
+
+
+def _date(env: dict, name: str) -> date | None:
+    raw = env.get(name)
+    if not raw:
+        return None
+    try:
+        return date.fromisoformat(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a date like 2026-12-31, got {raw!r}") from exc
+
+
+def _dev_secret(instance_path: Path) -> str:
+    """A random key generated once into instance/ so dev sessions survive restarts."""
+    path = instance_path / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    instance_path.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key)
+    return key
+
+
+def load_config(instance_path: str | os.PathLike, env: dict | None = None) -> dict:
+    """Build the Flask config mapping from environment variables (SPEC "Configuration")."""
+    env = dict(os.environ if env is None else env)
+    instance = Path(instance_path)
+    demo = _bool(env.get("CARDBRIDGE_DEMO"))
+    debug = _bool(env.get("FLASK_DEBUG")) or demo
+    production = not debug and not _bool(env.get("CARDBRIDGE_TESTING"))
+
+    secret_key = env.get("SECRET_KEY")
+    if not secret_key:
+        if production:
+            raise ConfigError("SECRET_KEY is required outside debug and demo mode")
+        secret_key = _dev_secret(instance)
+    link_keys = [k.strip() for k in env.get("LINK_SECRET_KEYS", "").split(",") if k.strip()]
+    if not link_keys:
+        link_keys = [secret_key]
+
+    card_form = env.get("CARD_FORM", "payment_element")
+    if card_form not in CARD_FORMS:
+        raise ConfigError(f"CARD_FORM must be one of {', '.join(CARD_FORMS)}, got {card_form!r}")
+
+    stripe_secret = env.get("STRIPE_SECRET_KEY") or ""
+    stripe_publishable = env.get("STRIPE_PUBLISHABLE_KEY") or ""
+    if not stripe_secret or not stripe_publishable:
+        if production:
+            raise ConfigError("STRIPE_SECRET_KEY and STRIPE_PUBLISHABLE_KEY are required")
+        stripe_secret = stripe_secret or DEMO_SECRET_KEY
+        stripe_publishable = stripe_publishable or DEMO_PUBLISHABLE_KEY
+    if not stripe_secret.startswith(("sk_", "rk_")):
+        raise ConfigError("STRIPE_SECRET_KEY does not look like a Stripe secret key")
+
+    max_age_days = _int(env, "LINK_MAX_AGE_DAYS", 14)
+    if max_age_days < 1:
+        raise ConfigError("LINK_MAX_AGE_DAYS must be at least 1")
+
+    public_base = env.get("PUBLIC_BASE_URL", "http://127.0.0.1:5000").rstrip("/")
+    if not public_base.startswith(("http://", "https://")):
+        raise ConfigError(f"PUBLIC_BASE_URL must start with http:// or https://, got {public_base!r}")
+
+    secure_cookies = not debug and public_base.startswith("https://")
+    return {
+        "SECRET_KEY": secret_key,
+        "LINK_SECRET_KEYS": link_keys,
+        "SQLALCHEMY_DATABASE_URI": env.get("DATABASE_URL")
+        or f"sqlite:///{(instance / 'cardbridge.db').as_posix()}",
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "REDIS_URL": env.get("REDIS_URL") or None,
+        "PUBLIC_BASE_URL": public_base,
+        "STRIPE_SECRET_KEY": stripe_secret,
+        "STRIPE_PUBLISHABLE_KEY": stripe_publishable,
+        "STRIPE_WEBHOOK_SECRET": env.get("STRIPE_WEBHOOK_SECRET") or None,
+        "STRIPE_API_BASE": env.get("STRIPE_API_BASE", "https://api.stripe.com").rstrip("/"),
+        "STRIPE_JS_URL": env.get("STRIPE_JS_URL", "https://js.stripe.com/v3/"),
+        "STRIPE_TIMEOUT_SECONDS": _int(env, "STRIPE_TIMEOUT_SECONDS", 20),
+        "STRIPE_MAX_RETRIES": _int(env, "STRIPE_MAX_RETRIES", 2),
+        "CHECKOUT_CURRENCY": env.get("CHECKOUT_CURRENCY", "usd").lower(),
+        "CARD_FORM": card_form,
+        "LINK_MAX_AGE_DAYS": max_age_days,
+        "CUTOVER_DATE": _date(env, "CUTOVER_DATE"),
+        "MAIL_SERVER": env.get("MAIL_SERVER") or None,
+        "MAIL_PORT": _int(env, "MAIL_PORT", 25),
+        "MAIL_USE_TLS": _bool(env.get("MAIL_USE_TLS")),
+        "MAIL_USE_SSL": _bool(env.get("MAIL_USE_SSL")),
+        "MAIL_USERNAME": env.get("MAIL_USERNAME") or None,
+        "MAIL_PASSWORD": env.get("MAIL_PASSWORD") or None,
+        "MAIL_DEFAULT_SENDER": env.get("MAIL_DEFAULT_SENDER", "Example Co <billing@example.com>"),
+        "COMPANY_NAME": env.get("COMPANY_NAME", "Example Co"),
+        "SUPPORT_EMAIL": env.get("SUPPORT_EMAIL", "support@example.com"),
+        "BRAND_COLOR": env.get("BRAND_COLOR", "#3b4cca"),
+        "LOGO_URL": env.get("LOGO_URL") or None,
+        "CAMPAIGN_RATE_PER_MINUTE": _int(env, "CAMPAIGN_RATE_PER_MINUTE", 0),
+        "REMINDER_DAYS": [int(d) for d in env.get("REMINDER_DAYS", "3,7,14").split(",") if d],
+        "REMINDER_BEFORE_CUTOVER_DAYS": _int(env, "REMINDER_BEFORE_CUTOVER_DAYS", 2),
+        "STAFF_REQUIRE_2FA": _bool(env.get("STAFF_REQUIRE_2FA"), default=production),
+        "FRESH_LINK_RATE_LIMIT": env.get("FRESH_LINK_RATE_LIMIT", "5 per hour"),
+        "RATELIMIT_STORAGE_URI": env.get("REDIS_URL") or "memory://",
+        "RATELIMIT_HEADERS_ENABLED": True,
+        "SESSION_COOKIE_NAME": "__Host-session" if secure_cookies else "session",
+        "SESSION_COOKIE_SECURE": secure_cookies,
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "HSTS": not debug,
+        "MAX_CONTENT_LENGTH": 64 * 1024 * 1024,
+        "DEMO": demo,
+        "DEBUG": debug,
+    }

@@ -1,0 +1,1 @@
+"""Developer tools: the offline Stripe used by `make demo` and the tests."""

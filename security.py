@@ -1,0 +1,150 @@
+"""Response headers (CSP with nonces, HSTS, …) and the log filter that keeps secrets out of logs."""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from functools import wraps
+from urllib.parse import urlsplit
+
+from flask import Flask, g, request
+
+STRIPE_JS_HOSTS = ("https://js.stripe.com", "https://*.js.stripe.com")
+STRIPE_FRAME_HOSTS = STRIPE_JS_HOSTS + ("https://hooks.stripe.com",)
+STRIPE_API_HOST = "https://api.stripe.com"
+STRIPE_CHECKOUT_HOST = "https://checkout.stripe.com"
+
+# Anything that looks like a customer link token, a client secret or a key.
+_SECRET_PATTERNS = [
+    (re.compile(r"(/u/)[A-Za-z0-9_\-\.]{16,}"), r"\1[redacted]"),
+    (re.compile(r"(seti|pi|cs)_[A-Za-z0-9_]+_secret_[A-Za-z0-9]+"), r"\1_[redacted-secret]"),
+    (re.compile(r"\b(sk|rk)_(test|live)_[A-Za-z0-9_]+"), r"\1_\2_[redacted]"),
+    (re.compile(r"\bwhsec_[A-Za-z0-9_]+"), "whsec_[redacted]"),
+    (re.compile(r"(setup_intent_client_secret=)[^&\s\"]+"), r"\1[redacted]"),
+]
+
+
+def redact(text: str) -> str:
+    for pattern, repl in _SECRET_PATTERNS:
+        text = pattern.sub(repl, text)
+    return text
+
+
+class RedactSecrets(logging.Filter):
+    """Rewrites every record so tokens, client secrets and keys never reach a log sink."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+def install_log_redaction() -> None:
+    for name in ("", "werkzeug", "gunicorn.access", "gunicorn.error", "cardbridge"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactSecrets) for f in logger.filters):
+            logger.addFilter(RedactSecrets())
+        for handler in logger.handlers:
+            if not any(isinstance(f, RedactSecrets) for f in handler.filters):
+                handler.addFilter(RedactSecrets())
+
+
+def _origin(url: str) -> str | None:
+    parts = urlsplit(url)
+    if parts.scheme and parts.netloc:
+        return f"{parts.scheme}://{parts.netloc}"
+    return None
+
+
+def stripe_page(kind: str):
+    """Mark a view as showing Stripe (`elements` or `checkout`): only those get Stripe hosts."""
+
+    def decorator(view):
+        @wraps(view)
+        def wrapped(*args, **kwargs):
+            g.csp_stripe = kind
+            return view(*args, **kwargs)
+
+        return wrapped
+
+    return decorator
+
+
+def link_page(view):
+    """A page reached through a customer link: no caching, no token in the Referer."""
+
+    @wraps(view)
+    def wrapped(*args, **kwargs):
+        g.link_page = True
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
+def build_csp(app: Flask, nonce: str, stripe: str | None) -> str:
+    script = ["'self'", f"'nonce-{nonce}'"]
+    style = ["'self'", f"'nonce-{nonce}'"]
+    connect = ["'self'"]
+    frame = []
+    img = ["'self'", "data:"]
+    form_action = ["'self'"]
+    if stripe:
+        offline = [o for o in (_origin(app.config["STRIPE_JS_URL"]),
+                               _origin(app.config["STRIPE_API_BASE"])) if o]
+        offline = [o for o in dict.fromkeys(offline) if "stripe.com" not in o]
+        script += [*STRIPE_JS_HOSTS, *offline]
+        frame += [*STRIPE_FRAME_HOSTS, *offline]
+        connect += [STRIPE_API_HOST, *offline]
+        img.append("https://*.stripe.com")
+        if stripe == "checkout":
+            form_action += [STRIPE_CHECKOUT_HOST, *offline]
+    if app.config.get("LOGO_URL"):
+        logo = _origin(app.config["LOGO_URL"])
+        if logo:
+            img.append(logo)
+    directives = [
+        "default-src 'self'",
+        "script-src " + " ".join(dict.fromkeys(script)),
+        "style-src " + " ".join(style),
+        "img-src " + " ".join(dict.fromkeys(img)),
+        "connect-src " + " ".join(dict.fromkeys(connect)),
+        "frame-src " + (" ".join(dict.fromkeys(frame)) if frame else "'none'"),
+        "font-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action " + " ".join(dict.fromkeys(form_action)),
+        "frame-ancestors 'none'",
+        "report-uri /csp-report",
+    ]
+    return "; ".join(directives)
+
+
+def init_app(app: Flask) -> None:
+    install_log_redaction()
+
+    @app.before_request
+    def _nonce() -> None:
+        g.csp_nonce = secrets.token_urlsafe(18)
+
+    @app.context_processor
+    def _inject() -> dict:
+        return {"csp_nonce": lambda: g.get("csp_nonce", "")}
+
+    @app.after_request
+    def _headers(response):
+        nonce = g.get("csp_nonce") or secrets.token_urlsafe(18)
+        response.headers["Content-Security-Policy"] = build_csp(app, nonce, g.get("csp_stripe"))
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
+        response.headers["Permissions-Policy"] = "camera=(), microphone=(), geolocation=()"
+        if app.config.get("HSTS"):
+            response.headers["Strict-Transport-Security"] = "max-age=63072000; includeSubDomains"
+        if g.get("link_page") or request.path.startswith("/u/"):
+            # strict-origin, not no-referrer: Flask-WTF's HTTPS check needs the origin on POSTs.
+            response.headers["Referrer-Policy"] = "strict-origin"
+            response.headers["Cache-Control"] = "no-store"
+            response.headers["Pragma"] = "no-cache"
+        return response

@@ -1,0 +1,170 @@
+"""Signed customer links: issue, verify, revoke, consume.
+
+The token is an itsdangerous signature over one opaque random id and nothing else; the
+`links` row behind it is what makes a link expire, die when used, or die when revoked.
+Tokens never reach a log: log `link.public_id`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from flask import current_app
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from sqlalchemy import select, update
+
+from extensions import db
+from models import Customer, CustomerEvent, Link
+from models.types import utcnow
+from services.statuses import refresh_link_status
+
+SALT = "cardbridge.customer-link.v1"
+MAX_TOKEN_LENGTH = 256  # real tokens are ~75 characters; refuse anything huge before parsing
+
+
+class LinkError(Exception):
+    """A link that cannot be used; `reason` is tampered | expired | revoked | used."""
+
+    def __init__(self, reason: str, link: Link | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.link = link
+
+
+@dataclass(frozen=True)
+class IssuedLink:
+    link: Link
+    url: str
+    token: str
+
+
+def _serializer() -> URLSafeTimedSerializer:
+    # itsdangerous signs with the last key and verifies with all: LINK_SECRET_KEYS is newest last.
+    return URLSafeTimedSerializer(current_app.config["LINK_SECRET_KEYS"], salt=SALT)
+
+
+def _max_age_seconds() -> int:
+    return current_app.config["LINK_MAX_AGE_DAYS"] * 86400
+
+
+def url_for_token(token: str) -> str:
+    """Links are built from PUBLIC_BASE_URL only, never from a request's Host."""
+    return f"{current_app.config['PUBLIC_BASE_URL']}/u/{token}"
+
+
+def issue_link(
+    customer: Customer,
+    *,
+    created_by: str,
+    channel: str = "generated",
+    days: int | None = None,
+    now: datetime | None = None,
+) -> IssuedLink:
+    """Make a fresh link for `customer`; older unused links of theirs stop working."""
+    now = now or utcnow()
+    max_days = current_app.config["LINK_MAX_AGE_DAYS"]
+    days = max_days if days is None else days
+    if not 1 <= days <= max_days:
+        raise ValueError(f"a link can live 1 to {max_days} days (LINK_MAX_AGE_DAYS)")
+    revoke_links(customer, by=created_by, now=now, reason="superseded", refresh=False)
+    link = Link(
+        public_id=secrets.token_urlsafe(16),
+        customer_id=customer.id,
+        created_by=created_by,
+        channel=channel,
+        created_at=now,
+        expires_at=now + timedelta(days=days),
+    )
+    db.session.add(link)
+    db.session.flush()
+    db.session.add(
+        CustomerEvent(
+            customer_id=customer.id, link_id=link.id, kind="link_created", at=now,
+            details={"by": created_by, "channel": channel, "days": days},
+        )
+    )
+    refresh_link_status(customer, now)
+    token = _serializer().dumps(link.public_id)
+    return IssuedLink(link=link, url=url_for_token(token), token=token)
+
+
+def load_link(token: str, *, now: datetime | None = None, allow_spent: bool = False) -> Link:
+    """The live link behind `token`, or LinkError saying why not (no state is changed).
+
+    `allow_spent` returns a genuine link whatever its state: finishing a setup that Stripe
+    confirmed must work even if the webhook already used the link or it expired meanwhile.
+    """
+    now = now or utcnow()
+    token = (token or "").strip()
+    if not token or len(token) > MAX_TOKEN_LENGTH:
+        raise LinkError("tampered")
+    serializer = _serializer()
+    try:
+        public_id = serializer.loads(token, max_age=_max_age_seconds())
+    except SignatureExpired as exc:
+        # Signature good but too old (or dated in the future): find the row for a kinder page.
+        link = None
+        if exc.payload is not None:
+            try:
+                link = _find(serializer.load_payload(exc.payload))
+            except BadSignature:
+                link = None
+        if allow_spent and link is not None:
+            return link
+        raise LinkError("expired", link) from exc
+    except BadSignature as exc:
+        raise LinkError("tampered") from exc
+    link = _find(public_id)
+    if link is None:
+        raise LinkError("tampered")
+    state = link.state(now)
+    if state != "live" and not allow_spent:
+        raise LinkError(state, link)
+    return link
+
+
+def _find(public_id: object) -> Link | None:
+    if not isinstance(public_id, str) or len(public_id) > 64:
+        return None
+    return db.session.execute(select(Link).where(Link.public_id == public_id)).scalar_one_or_none()
+
+
+def revoke_links(
+    customer: Customer,
+    *,
+    by: str,
+    now: datetime | None = None,
+    reason: str = "revoked",
+    refresh: bool = True,
+) -> int:
+    """Revoke every unused, unrevoked link of `customer`; returns how many."""
+    now = now or utcnow()
+    result = db.session.execute(
+        update(Link)
+        .where(Link.customer_id == customer.id, Link.used_at.is_(None), Link.revoked_at.is_(None))
+        .values(revoked_at=now)
+        .execution_options(synchronize_session="fetch")
+    )
+    count = result.rowcount or 0
+    if count and reason != "superseded":
+        db.session.add(
+            CustomerEvent(customer_id=customer.id, kind="links_revoked", at=now,
+                          details={"by": by, "count": count})
+        )
+    if refresh:
+        refresh_link_status(customer, now)
+    return count
+
+
+def consume(link: Link, *, now: datetime | None = None) -> bool:
+    """Mark the link used, atomically: True for the one caller that wins."""
+    now = now or utcnow()
+    result = db.session.execute(
+        update(Link)
+        .where(Link.id == link.id, Link.used_at.is_(None))
+        .values(used_at=now)
+        .execution_options(synchronize_session="fetch")
+    )
+    return bool(result.rowcount)

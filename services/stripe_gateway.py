@@ -1,0 +1,278 @@
+"""The only module that imports `stripe`: domain-named calls that return plain dicts.
+
+Every POST carries an idempotency key derived from our own ids, so a retried job or a
+double-click replays Stripe's first answer instead of making a second object. Network
+errors, timeouts, 409 and 5xx are retried by the SDK (`max_network_retries`); a 429 is
+retried here with bounded backoff because the SDK leaves a plain 429 to the caller.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import stripe
+
+log = logging.getLogger(__name__)
+
+WEBHOOK_TOLERANCE_SECONDS = 300
+BILLABLE_SUBSCRIPTION_STATUSES = ("active", "past_due", "trialing", "unpaid")
+
+
+class GatewayError(Exception):
+    """Base of the one error family callers catch."""
+
+
+class CardDeclined(GatewayError):
+    """Stripe refused the card; `message` is Stripe's own text, fit to show the customer."""
+
+    def __init__(self, message: str, code: str | None = None, decline_code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.decline_code = decline_code
+
+
+class StripeUnavailable(GatewayError):
+    """Stripe could not be reached or kept failing (5xx, 429, timeout): show a retry page."""
+
+
+class StripeRejected(GatewayError):
+    """Stripe refused the request itself (4xx other than a decline): a bug or a bad setting."""
+
+
+class NotFound(StripeRejected):
+    """The object does not exist (in this account)."""
+
+
+class BadSignature(GatewayError):
+    """A webhook whose signature, timestamp or body does not check out."""
+
+
+def _plain(obj: Any) -> dict:
+    return obj.to_dict(recursive=True) if hasattr(obj, "to_dict") else dict(obj)
+
+
+class StripeGateway:
+    def __init__(
+        self,
+        secret_key: str,
+        api_base: str = "https://api.stripe.com",
+        *,
+        timeout: float = 20,
+        max_network_retries: int = 2,
+        rate_limit_retries: int = 3,
+        sleep: Callable[[float], None] = time.sleep,
+        http_client: Any = None,
+    ):
+        self._client = stripe.StripeClient(
+            secret_key,
+            base_addresses={"api": api_base},
+            max_network_retries=max_network_retries,
+            http_client=http_client or stripe.RequestsClient(timeout=timeout),
+        )
+        self._rate_limit_retries = rate_limit_retries
+        self._sleep = sleep
+
+    @classmethod
+    def from_config(cls, config: dict) -> StripeGateway:
+        return cls(
+            config["STRIPE_SECRET_KEY"],
+            config["STRIPE_API_BASE"],
+            timeout=config["STRIPE_TIMEOUT_SECONDS"],
+            max_network_retries=config["STRIPE_MAX_RETRIES"],
+        )
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def _call(self, what: str, fn: Callable[[], Any]) -> dict:
+        attempt = 0
+        while True:
+            try:
+                return _plain(fn())
+            except stripe.RateLimitError as exc:
+                attempt += 1
+                if attempt > self._rate_limit_retries:
+                    log.warning("stripe %s rate limited, giving up after %d tries", what, attempt)
+                    raise StripeUnavailable("Stripe is busy; try again shortly") from exc
+                delay = min(0.5 * 2 ** (attempt - 1), 4.0)
+                log.info("stripe %s rate limited, retry %d in %.1fs", what, attempt, delay)
+                self._sleep(delay)
+            except stripe.CardError as exc:
+                err = exc.error
+                raise CardDeclined(
+                    exc.user_message or "Your card was declined.",
+                    code=getattr(err, "code", None),
+                    decline_code=getattr(err, "decline_code", None),
+                ) from exc
+            except (stripe.APIConnectionError, stripe.APIError) as exc:
+                log.warning("stripe %s unavailable: %s", what, type(exc).__name__)
+                raise StripeUnavailable("Stripe could not be reached") from exc
+            except stripe.InvalidRequestError as exc:
+                if exc.http_status == 404:
+                    raise NotFound(f"{what}: not found") from exc
+                log.error("stripe %s rejected: %s", what, exc.user_message)
+                raise StripeRejected(f"{what}: {exc.user_message}") from exc
+            except stripe.StripeError as exc:
+                status = getattr(exc, "http_status", None)
+                if status is not None and status >= 500:
+                    raise StripeUnavailable("Stripe could not be reached") from exc
+                log.error("stripe %s failed: %s (%s)", what, type(exc).__name__, status)
+                raise StripeRejected(f"{what}: {type(exc).__name__}") from exc
+
+    @staticmethod
+    def _key(*parts: str) -> dict:
+        return {"idempotency_key": "cardbridge:" + ":".join(parts)}
+
+    # -- customers and payment methods --------------------------------------------------------
+    def create_customer(self, *, legacy_id: str, email: str, name: str | None) -> str:
+        params: dict[str, Any] = {"email": email, "metadata": {"legacy_customer_id": legacy_id}}
+        if name:
+            params["name"] = name
+        obj = self._call(
+            "customer.create",
+            lambda: self._client.v1.customers.create(params, self._key("customer", legacy_id)),
+        )
+        return obj["id"]
+
+    def retrieve_payment_method(self, pm_id: str) -> dict:
+        return self._call(
+            "payment_method.retrieve", lambda: self._client.v1.payment_methods.retrieve(pm_id)
+        )
+
+    def attach_payment_method(self, pm_id: str, customer_id: str) -> dict:
+        return self._call(
+            "payment_method.attach",
+            lambda: self._client.v1.payment_methods.attach(
+                pm_id, {"customer": customer_id}, self._key("attach", pm_id, customer_id)
+            ),
+        )
+
+    def set_customer_default(self, customer_id: str, pm_id: str) -> None:
+        self._call(
+            "customer.update",
+            lambda: self._client.v1.customers.update(
+                customer_id,
+                {"invoice_settings": {"default_payment_method": pm_id}},
+                self._key("default", customer_id, pm_id),
+            ),
+        )
+
+    def billable_subscriptions(self, customer_id: str) -> list[dict]:
+        """Every subscription that will still invoice: its own default wins over the customer's."""
+        found: list[dict] = []
+        params: dict[str, Any] = {"customer": customer_id, "status": "all", "limit": 100}
+        while True:
+            page = self._call(
+                "subscription.list", lambda p=dict(params): self._client.v1.subscriptions.list(p)
+            )
+            found.extend(
+                s for s in page.get("data", []) if s.get("status") in BILLABLE_SUBSCRIPTION_STATUSES
+            )
+            if not page.get("has_more") or not page.get("data"):
+                return found
+            params["starting_after"] = page["data"][-1]["id"]
+
+    def set_subscription_default(self, subscription_id: str, pm_id: str) -> None:
+        self._call(
+            "subscription.update",
+            lambda: self._client.v1.subscriptions.update(
+                subscription_id,
+                {"default_payment_method": pm_id},
+                self._key("subdefault", subscription_id, pm_id),
+            ),
+        )
+
+    # -- SetupIntents and Checkout -------------------------------------------------------------
+    def create_setup_intent(self, *, customer_id: str, link_id: str, replaces: str | None) -> dict:
+        """A SetupIntent for off-session use, labelled with our link id.
+
+        The key names the SetupIntent this one replaces, so a retried request gets the same
+        object and a deliberate second one (after a cancel) gets a new one.
+        """
+        params = {
+            "customer": customer_id,
+            "usage": "off_session",
+            "metadata": {"cardbridge_link": link_id},
+        }
+        return self._call(
+            "setup_intent.create",
+            lambda: self._client.v1.setup_intents.create(
+                params, self._key("seti", link_id, replaces or "first")
+            ),
+        )
+
+    def retrieve_setup_intent(self, seti_id: str) -> dict:
+        return self._call(
+            "setup_intent.retrieve",
+            lambda: self._client.v1.setup_intents.retrieve(
+                seti_id, {"expand": ["payment_method"]}
+            ),
+        )
+
+    def create_checkout_session(
+        self,
+        *,
+        customer_id: str,
+        link_id: str,
+        currency: str,
+        success_url: str,
+        cancel_url: str,
+        replaces: str | None,
+        locale: str | None = None,
+    ) -> dict:
+        params: dict[str, Any] = {
+            "mode": "setup",
+            "customer": customer_id,
+            "currency": currency,
+            "success_url": success_url,
+            "cancel_url": cancel_url,
+            "client_reference_id": link_id,
+            "metadata": {"cardbridge_link": link_id},
+            "setup_intent_data": {"metadata": {"cardbridge_link": link_id}},
+        }
+        if locale:
+            params["locale"] = locale
+        return self._call(
+            "checkout.session.create",
+            lambda: self._client.v1.checkout.sessions.create(
+                params, self._key("checkout", link_id, replaces or "first")
+            ),
+        )
+
+    def retrieve_checkout_session(self, session_id: str) -> dict:
+        return self._call(
+            "checkout.session.retrieve",
+            lambda: self._client.v1.checkout.sessions.retrieve(session_id),
+        )
+
+    # -- webhooks ------------------------------------------------------------------------------
+    @staticmethod
+    def parse_webhook(
+        payload: bytes, header: str | None, secret: str, *, now: float | None = None
+    ) -> dict:
+        """Verify `Stripe-Signature` over the raw body and return the event as a dict.
+
+        stripe-python rejects only stale timestamps; one from the future is refused here too.
+        """
+        if not header:
+            raise BadSignature("missing Stripe-Signature header")
+        try:
+            stripe.WebhookSignature.verify_header(
+                payload, header, secret, WEBHOOK_TOLERANCE_SECONDS
+            )
+        except stripe.SignatureVerificationError as exc:
+            raise BadSignature(str(exc).split(".")[0]) from exc
+        stamp = dict(p.split("=", 1) for p in header.split(",") if "=" in p).get("t", "")
+        now = time.time() if now is None else now
+        if int(stamp) > now + WEBHOOK_TOLERANCE_SECONDS:
+            raise BadSignature("timestamp is in the future")
+        try:
+            event = json.loads(payload)
+        except ValueError as exc:
+            raise BadSignature("body is not JSON") from exc
+        if not isinstance(event, dict) or event.get("object") != "event" or "id" not in event:
+            raise BadSignature("body is not a Stripe event")
+        return event
