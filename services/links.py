@@ -7,6 +7,7 @@ Tokens never reach a log: log `link.public_id`.
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -22,6 +23,7 @@ from services.statuses import refresh_link_status
 
 SALT = "cardbridge.customer-link.v1"
 MAX_TOKEN_LENGTH = 256  # real tokens are ~75 characters; refuse anything huge before parsing
+TOKEN_SHAPE = re.compile(r"\.?[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+")
 
 
 class LinkError(Exception):
@@ -98,8 +100,8 @@ def load_link(token: str, *, now: datetime | None = None, allow_spent: bool = Fa
     """
     now = now or utcnow()
     token = (token or "").strip()
-    if not token or len(token) > MAX_TOKEN_LENGTH:
-        raise LinkError("tampered")
+    if len(token) > MAX_TOKEN_LENGTH or not TOKEN_SHAPE.fullmatch(token):
+        raise LinkError("tampered")  # URL-safe base64 only: no padding, no +/, no encodings
     serializer = _serializer()
     try:
         public_id = serializer.loads(token, max_age=_max_age_seconds())
