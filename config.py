@@ -61,7 +61,8 @@ def load_config(instance_path: str | os.PathLike, env: dict | None = None) -> di
     env = dict(os.environ if env is None else env)
     instance = Path(instance_path)
     demo = _bool(env.get("CARDBRIDGE_DEMO"))
-    debug = _bool(env.get("FLASK_DEBUG")) or demo
+    development = env.get("CARDBRIDGE_ENV", "").lower() == "development"
+    debug = _bool(env.get("FLASK_DEBUG")) or demo or development
     production = not debug and not _bool(env.get("CARDBRIDGE_TESTING"))
 
     secret_key = env.get("SECRET_KEY")

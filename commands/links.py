@@ -1,9 +1,9 @@
-"""`flask …` command groups: thin wrappers over services; each exits non-zero with one line on bad input."""
+"""`flask links …` and `flask demo`."""
 
 from __future__ import annotations
 
 import click
-from flask import Flask, current_app
+from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy import or_, select
 
@@ -83,6 +83,3 @@ def demo(link_count: int) -> None:
         click.echo(line)
 
 
-def register(app: Flask) -> None:
-    app.cli.add_command(links_cli)
-    app.cli.add_command(demo)
