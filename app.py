@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from flask import Flask
 
 import security
-from config import load_config
-from extensions import csrf, db, limiter, migrate
+from config import derive, load_config
+from extensions import csrf, db, limiter, login_manager, migrate
 
 
 def create_app(config: Mapping | None = None) -> Flask:
@@ -21,6 +21,7 @@ def create_app(config: Mapping | None = None) -> Flask:
         env["CARDBRIDGE_TESTING"] = "1"
     app.config.from_mapping(load_config(app.instance_path, env))
     app.config.update(config)
+    derive(app.config, explicit=frozenset(config))
     register_extensions(app)
     register_blueprints(app)
     register_error_handlers(app)

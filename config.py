@@ -96,7 +96,6 @@ def load_config(instance_path: str | os.PathLike, env: dict | None = None) -> di
     if not public_base.startswith(("http://", "https://")):
         raise ConfigError(f"PUBLIC_BASE_URL must start with http:// or https://, got {public_base!r}")
 
-    secure_cookies = not debug and public_base.startswith("https://")
     return {
         "SECRET_KEY": secret_key,
         "LINK_SECRET_KEYS": link_keys,
@@ -134,8 +133,6 @@ def load_config(instance_path: str | os.PathLike, env: dict | None = None) -> di
         "FRESH_LINK_RATE_LIMIT": env.get("FRESH_LINK_RATE_LIMIT", "5 per hour"),
         "RATELIMIT_STORAGE_URI": env.get("REDIS_URL") or "memory://",
         "RATELIMIT_HEADERS_ENABLED": True,
-        "SESSION_COOKIE_NAME": "__Host-session" if secure_cookies else "session",
-        "SESSION_COOKIE_SECURE": secure_cookies,
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "HSTS": not debug,
@@ -143,3 +140,16 @@ def load_config(instance_path: str | os.PathLike, env: dict | None = None) -> di
         "DEMO": demo,
         "DEBUG": debug,
     }
+
+
+def derive(config, explicit=frozenset()) -> None:
+    """Settings that follow from others, applied after any overrides (tests, create_app(config)).
+
+    Cookies are `Secure` with the `__Host-` prefix whenever links are served over HTTPS
+    outside debug; plain-HTTP development keeps working.
+    """
+    secure = not config.get("DEBUG") and config["PUBLIC_BASE_URL"].startswith("https://")
+    if "SESSION_COOKIE_SECURE" not in explicit:
+        config["SESSION_COOKIE_SECURE"] = secure
+    if "SESSION_COOKIE_NAME" not in explicit:
+        config["SESSION_COOKIE_NAME"] = "__Host-session" if config["SESSION_COOKIE_SECURE"] else "session"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import click
-from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy import or_, select
 
@@ -23,16 +22,6 @@ def find_customer(ref: str) -> Customer:
     return customer
 
 
-def send_link_email(customer: Customer, url: str, expires_at) -> None:
-    from services.mailer import send_email
-
-    send_email(
-        customer.email, "link",
-        f"Action needed: update your card for {current_app.config['COMPANY_NAME']}",
-        customer=customer, url=url, expires_at=expires_at, card=customer.known_card(),
-    )
-
-
 @links_cli.command("create")
 @click.argument("legacy_id")
 @click.option("--send", is_flag=True, help="Also email the link to the customer.")
@@ -50,7 +39,9 @@ def links_create(legacy_id: str, send: bool, days: int | None) -> None:
     db.session.add(AuditEvent(actor="cli", action="link.generated", target=customer.legacy_id,
                               details={"link": issued.link.public_id, "send": send}))
     if send:
-        send_link_email(customer, issued.url, issued.link.expires_at)
+        from services.emails import send_link_email
+
+        send_link_email(customer, issued)
     db.session.commit()
     click.echo(f"customer {customer.legacy_id} <{customer.email}> status {customer.status}")
     click.echo(f"expires {issued.link.expires_at:%Y-%m-%d %H:%M} UTC"

@@ -11,8 +11,8 @@ from blueprints.customer import bp
 from extensions import db, limiter
 from models import Customer
 from security import link_page
+from services.emails import send_link_email
 from services.links import LinkError, issue_link, load_link
-from services.mailer import send_email
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +55,7 @@ def fresh_link():
                                form_error="Enter the email address we have on file."), 400
     for customer in _recipients(email, token):
         issued = issue_link(customer, created_by="customer:fresh-link", channel="email")
-        send_email(
-            customer.email, "fresh_link", f"Your new card update link from "
-            f"{current_app.config['COMPANY_NAME']}",
-            customer=customer, url=issued.url, expires_at=issued.link.expires_at,
-            card=customer.known_card(),
-        )
+        send_link_email(customer, issued, kind="fresh_link")
         log.info("fresh link sent customer=%s link=%s", customer.legacy_id,
                  issued.link.public_id)
     db.session.commit()

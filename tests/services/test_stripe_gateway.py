@@ -1,0 +1,129 @@
+"""services/stripe_gateway.py: one error family, retries, 429 backoff, timeouts, idempotency keys."""
+
+from __future__ import annotations
+
+import pytest
+
+from fault_server import FaultServer
+from services.stripe_gateway import (
+    CardDeclined,
+    NotFound,
+    StripeGateway,
+    StripeRejected,
+    StripeUnavailable,
+)
+
+SETI = {"id": "seti_1", "object": "setup_intent", "status": "requires_payment_method",
+        "client_secret": "seti_1_secret_abc", "metadata": {}}
+
+
+@pytest.fixture
+def fault():
+    server = FaultServer()
+    yield server
+    server.close()
+
+
+def gateway(url, **kw):
+    sleeps = []
+    kw.setdefault("max_network_retries", 2)
+    gw = StripeGateway("sk_test_faults", url, timeout=kw.pop("timeout", 2),
+                       sleep=sleeps.append, **kw)
+    return gw, sleeps
+
+
+def create(gw):
+    return gw.create_setup_intent(customer_id="cus_1", link_id="lnk_1", replaces=None)
+
+
+def test_5xx_is_retried_then_succeeds(fault):
+    fault.then(500, {"error": {"message": "boom", "type": "api_error"}}).then(200, SETI)
+    gw, _ = gateway(fault.url)
+    assert create(gw)["id"] == "seti_1"
+    assert len(fault.requests) == 2
+
+
+def test_persistent_5xx_becomes_stripe_unavailable(fault):
+    for _ in range(3):
+        fault.then(503, {"error": {"message": "down", "type": "api_error"}})
+    gw, _ = gateway(fault.url)
+    with pytest.raises(StripeUnavailable):
+        create(gw)
+    assert len(fault.requests) == 3  # one try + max_network_retries
+
+
+def test_retries_reuse_the_same_idempotency_key_derived_from_our_ids(fault):
+    fault.then(500, {"error": {"type": "api_error"}}).then(200, SETI)
+    gw, _ = gateway(fault.url)
+    create(gw)
+    keys = {r["headers"].get("Idempotency-Key") for r in fault.requests}
+    assert keys == {"cardbridge:seti:lnk_1:first"}
+
+
+def test_429_backs_off_and_succeeds(fault):
+    fault.then(429, {"error": {"message": "Too many", "type": "invalid_request_error",
+                               "code": "rate_limit"}})
+    fault.then(200, SETI)
+    gw, sleeps = gateway(fault.url, max_network_retries=0)
+    assert create(gw)["id"] == "seti_1"
+    assert sleeps == [0.5]
+
+
+def test_429_forever_gives_up_with_bounded_backoff(fault):
+    for _ in range(10):
+        fault.then(429, {"error": {"message": "Too many", "type": "invalid_request_error",
+                                   "code": "rate_limit"}})
+    gw, sleeps = gateway(fault.url, max_network_retries=0, rate_limit_retries=3)
+    with pytest.raises(StripeUnavailable):
+        create(gw)
+    assert sleeps == [0.5, 1.0, 2.0]
+    assert len(fault.requests) == 4
+
+
+def test_timeout_becomes_stripe_unavailable(fault):
+    fault.then(200, SETI, delay=1.5)
+    gw, _ = gateway(fault.url, timeout=0.3, max_network_retries=0)
+    with pytest.raises(StripeUnavailable):
+        create(gw)
+
+
+def test_connection_refused_becomes_stripe_unavailable():
+    gw, _ = gateway("http://127.0.0.1:9", max_network_retries=0)
+    with pytest.raises(StripeUnavailable):
+        create(gw)
+
+
+def test_card_error_carries_stripes_message(fault):
+    fault.then(402, {"error": {"message": "Your card was declined.", "type": "card_error",
+                               "code": "card_declined", "decline_code": "generic_decline"}})
+    gw, _ = gateway(fault.url)
+    with pytest.raises(CardDeclined) as err:
+        create(gw)
+    assert err.value.message == "Your card was declined."
+    assert err.value.decline_code == "generic_decline"
+
+
+def test_404_is_not_found(fault):
+    fault.then(404, {"error": {"message": "No such setupintent", "type": "invalid_request_error"}})
+    gw, _ = gateway(fault.url)
+    with pytest.raises(NotFound):
+        gw.retrieve_setup_intent("seti_missing")
+
+
+def test_400_is_rejected_without_retry(fault):
+    fault.then(400, {"error": {"message": "Received unknown parameter", "type":
+                               "invalid_request_error"}})
+    gw, _ = gateway(fault.url)
+    with pytest.raises(StripeRejected):
+        create(gw)
+    assert len(fault.requests) == 1
+
+
+def test_setup_intent_create_never_sends_payment_method_types(fault):
+    fault.then(200, SETI)
+    gw, _ = gateway(fault.url)
+    create(gw)
+    body = fault.requests[0]["body"]
+    assert "payment_method_types" not in body
+    assert "usage=off_session" in body
+    assert "metadata[cardbridge_link]=lnk_1" in body.replace("%5B", "[").replace("%5D", "]")
