@@ -94,7 +94,8 @@ def load_config(instance_path: str | os.PathLike, env: dict | None = None) -> di
 
     public_base = env.get("PUBLIC_BASE_URL", "http://127.0.0.1:5000").rstrip("/")
     if not public_base.startswith(("http://", "https://")):
-        raise ConfigError(f"PUBLIC_BASE_URL must start with http:// or https://, got {public_base!r}")
+        raise ConfigError(
+            f"PUBLIC_BASE_URL must start with http:// or https://, got {public_base!r}")
 
     return {
         "SECRET_KEY": secret_key,
@@ -136,6 +137,8 @@ def load_config(instance_path: str | os.PathLike, env: dict | None = None) -> di
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "HSTS": not debug,
+        # Hops of trusted reverse proxies (TLS terminators) in front of the app; 0 = none.
+        "TRUSTED_PROXY_HOPS": _int(env, "TRUSTED_PROXY_HOPS", 0),
         "MAX_CONTENT_LENGTH": 64 * 1024 * 1024,
         "DEMO": demo,
         "DEBUG": debug,
@@ -152,4 +155,5 @@ def derive(config, explicit=frozenset()) -> None:
     if "SESSION_COOKIE_SECURE" not in explicit:
         config["SESSION_COOKIE_SECURE"] = secure
     if "SESSION_COOKIE_NAME" not in explicit:
-        config["SESSION_COOKIE_NAME"] = "__Host-session" if config["SESSION_COOKIE_SECURE"] else "session"
+        secure_name = config["SESSION_COOKIE_SECURE"]
+        config["SESSION_COOKIE_NAME"] = "__Host-session" if secure_name else "session"

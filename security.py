@@ -124,6 +124,12 @@ def build_csp(app: Flask, nonce: str, stripe: str | None) -> str:
 
 def init_app(app: Flask) -> None:
     install_log_redaction()
+    hops = app.config.get("TRUSTED_PROXY_HOPS", 0)
+    if hops:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        # Exactly the configured hops: more would let clients spoof X-Forwarded-For.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
 
     @app.before_request
     def _nonce() -> None:

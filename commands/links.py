@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import click
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import or_, select
 
 from extensions import db
@@ -25,7 +25,8 @@ def find_customer(ref: str) -> Customer:
 @links_cli.command("create")
 @click.argument("legacy_id")
 @click.option("--send", is_flag=True, help="Also email the link to the customer.")
-@click.option("--days", type=int, default=None, help="Days the link lives (default LINK_MAX_AGE_DAYS).")
+@click.option("--days", type=int, default=None,
+              help="Days the link lives (default and most: LINK_MAX_AGE_DAYS).")
 def links_create(legacy_id: str, send: bool, days: int | None) -> None:
     """Make a link for one customer; the URL is the last line printed."""
     from services.links import issue_link
@@ -64,6 +65,7 @@ def links_revoke(legacy_id: str) -> None:
 
 
 @click.command("demo")
+@with_appcontext
 @click.option("--links", "link_count", default=2, show_default=True,
               help="How many customer links to print.")
 def demo(link_count: int) -> None:

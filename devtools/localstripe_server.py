@@ -1,6 +1,8 @@
 """Run localstripe (the stateful fake Stripe from PyPI) with the one behaviour cardbridge needs
 that it lacks: a subscription's own `default_payment_method`, which real Stripe bills from
-before the customer's default. Usage: python -m devtools.localstripe_server --port 8420 --from-scratch
+before the customer's default.
+
+    python -m devtools.localstripe_server --port 8420 --from-scratch
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Things that happened: Stripe events received, the customer timeline, and the staff audit trail."""
+"""Things that happened: Stripe events received, the customer timeline, the audit trail."""
 
 from __future__ import annotations
 

@@ -45,8 +45,8 @@ def open_setup_intent(link: Link, gateway: StripeGateway) -> dict:
             current = gateway.retrieve_setup_intent(link.setup_intent_id)
         except NotFound:
             current = None
-        if current and current.get("status") in OPEN_SETUP_STATUSES + ("processing",):
-            return current
+        if current and current.get("status") in OPEN_SETUP_STATUSES + ("processing", "succeeded"):
+            return current  # succeeded: the browser lost our answer; the caller finishes it
     created = gateway.create_setup_intent(
         customer_id=customer_id, link_id=link.public_id, replaces=link.setup_intent_id
     )

@@ -15,7 +15,8 @@ PEOPLE = [
     # legacy id, name, email, status, card on file (brand, last4, month, year)
     ("demo-1001", "Ada Lovelace", "ada@example.com", "needs_update", ("Visa", "4242", 1, 2025)),
     ("demo-1002", "Grace Hopper", "grace@example.com", "needs_update", None),
-    ("demo-1003", "Alan Turing", "alan@example.com", "needs_update", ("Mastercard", "4444", 3, 2025)),
+    ("demo-1003", "Alan Turing", "alan@example.com", "needs_update",
+     ("Mastercard", "4444", 3, 2025)),
     ("demo-1004", "Katherine Johnson", "katherine@example.com", "ready", ("Visa", "1881", 8, 2030)),
     ("demo-1005", "Edsger Dijkstra", "edsger@example.com", "ready", ("Amex", "0005", 12, 2029)),
     ("demo-1006", "Barbara Liskov", "barbara@example.com", "updated", ("Visa", "4242", 11, 2031)),

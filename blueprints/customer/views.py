@@ -110,6 +110,16 @@ def intent(token: str):
         log.exception("setup intent failed link=%s", link.public_id)
         return _json_error("Something went wrong on our side. Please try again later.", 502)
     db.session.commit()
+    if setup_intent["status"] == "succeeded":
+        # Saved before, but the browser never told us (closed tab, lost answer): finish it.
+        try:
+            recorded = card_setup.finish_setup_intent(setup_intent["id"], gateway(),
+                                                      via="browser", link=link)
+        except (SetupNotOurs, SetupNotFinished, GatewayError):
+            db.session.rollback()
+            return _json_error("Something went wrong on our side. Please try again later.", 502)
+        db.session.commit()
+        return jsonify(redirect=_done(recorded, link), status="succeeded")
     return jsonify(client_secret=setup_intent["client_secret"], status=setup_intent["status"])
 
 

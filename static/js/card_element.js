@@ -25,6 +25,7 @@
     try {
       const intent = await window.cardbridge.post(cfg.intentUrl);
       if (!intent.ok) { view.error(intent.data.message); return; }
+      if (intent.data.redirect) { leaving = true; window.location.assign(intent.data.redirect); return; }
       const result = await stripe.confirmCardSetup(intent.data.client_secret, {
         payment_method: { card: card, billing_details: { name: cfg.name, email: cfg.email } },
       });

@@ -30,6 +30,7 @@
       if (checked.error) { view.error(checked.error.message); return; }
       const intent = await window.cardbridge.post(cfg.intentUrl);
       if (!intent.ok) { view.error(intent.data.message); return; }
+      if (intent.data.redirect) { leaving = true; window.location.assign(intent.data.redirect); return; }
       const result = await stripe.confirmSetup({
         elements: elements,
         clientSecret: intent.data.client_secret,

@@ -7,14 +7,14 @@ import time
 
 import pytest
 import stripe
-from sqlalchemy import func, select
-
 from conftest import WEBHOOK_SECRET
+from sqlalchemy import func, select
+from stripe_helpers import confirm_setup_intent, ls
+
 from extensions import db
 from models import Customer, CustomerEvent, SavedPaymentMethod, StripeEvent
 from services import card_setup
 from services.links import issue_link
-from stripe_helpers import confirm_setup_intent, ls
 
 
 def event(type_: str, obj: dict, event_id: str = "evt_test_1") -> bytes:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import func, select
+from stripe_helpers import active_subscription, confirm_setup_intent, ls
+from stripe_helpers import customer as stripe_customer
+from stripe_helpers import subscription as stripe_subscription
 
 from extensions import db
 from models import Customer, CustomerEvent, Link, SavedPaymentMethod
 from services import card_setup
 from services.links import issue_link
 from services.recording import SetupNotFinished, SetupNotOurs, record_setup
-from stripe_helpers import active_subscription, confirm_setup_intent, ls
-from stripe_helpers import customer as stripe_customer
-from stripe_helpers import subscription as stripe_subscription
 
 pytestmark = pytest.mark.localstripe
 

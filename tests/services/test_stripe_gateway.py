@@ -1,10 +1,10 @@
-"""services/stripe_gateway.py: one error family, retries, 429 backoff, timeouts, idempotency keys."""
+"""services/stripe_gateway.py: one error family, retries, 429 backoff, timeouts, idempotency."""
 
 from __future__ import annotations
 
 import pytest
-
 from fault_server import FaultServer
+
 from services.stripe_gateway import (
     CardDeclined,
     NotFound,

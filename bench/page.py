@@ -1,0 +1,133 @@
+"""Requests per second of GET /u/<token> against a bare Flask route, same gunicorn settings.
+
+    .venv/bin/python bench/page.py [--seconds 8] [--connections 16]
+
+Both servers run from gunicorn.conf.py (the Procfile's settings) on this machine and are
+loaded with wrk (Debian package `wrk`; installed if missing and apt is usable). The bare route
+returns a body of the same size as the real page, so the ratio measures our work: token
+check, database reads, template, CSP headers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_up(url: str, timeout: float = 20) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1).read()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"server at {url} did not start")
+
+
+def ensure_wrk() -> str:
+    path = shutil.which("wrk")
+    if path:
+        return path
+    print("installing wrk (Debian)…", file=sys.stderr)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True,
+                   stdout=subprocess.DEVNULL)
+    return shutil.which("wrk") or sys.exit("wrk is needed: apt-get install wrk")
+
+
+def run_wrk(wrk: str, url: str, seconds: int, connections: int) -> float:
+    subprocess.run([wrk, "-t2", "-c4", "-d1s", url], capture_output=True)  # warm-up
+    out = subprocess.run([wrk, "-t2", f"-c{connections}", f"-d{seconds}s", url],
+                         capture_output=True, text=True, check=True).stdout
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non2xx:
+        raise SystemExit(f"{url}: {non2xx.group(1)} error responses\n{out}")
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+
+def gunicorn(target: str, port: int, env: dict) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(ROOT / ".venv/bin/gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"),
+         "--bind", f"127.0.0.1:{port}", target],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+        stderr=open(ROOT / "bench" / "gunicorn.log", "ab"),
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--connections", type=int, default=16)
+    args = parser.parse_args()
+    wrk = ensure_wrk()
+    tmp = Path(tempfile.mkdtemp(prefix="cardbridge-bench-"))
+    app_port, bare_port = free_port(), free_port()
+    env = dict(os.environ, SECRET_KEY="bench-secret", STRIPE_SECRET_KEY="sk_test_bench",
+               STRIPE_PUBLISHABLE_KEY="pk_test_bench", DATABASE_URL=f"sqlite:///{tmp}/bench.db",
+               PUBLIC_BASE_URL=f"http://127.0.0.1:{app_port}", CARD_FORM="card_element",
+               WEB_CONCURRENCY=os.environ.get("WEB_CONCURRENCY", "2"))
+    env.pop("CARDBRIDGE_DEMO", None)
+    env.pop("FLASK_DEBUG", None)
+
+    os.environ.update(env)
+    from app import create_app
+    from extensions import db
+    from models import Customer
+    from services.links import issue_link
+
+    app = create_app({"INSTANCE_PATH": str(tmp / "instance")})
+    with app.app_context():
+        db.create_all()
+        customer = Customer(legacy_id="bench-1", email="bench@example.com", name="Bench",
+                            card_brand="Visa", card_last4="4242", card_exp_month=1,
+                            card_exp_year=2025)
+        db.session.add(customer)
+        db.session.flush()
+        token = issue_link(customer, created_by="bench").token
+        db.session.commit()
+        page_url = f"http://127.0.0.1:{app_port}/u/{token}"
+
+    servers = []
+    try:
+        servers.append(gunicorn("app:create_app()", app_port, env))
+        wait_up(page_url)
+        size = len(urllib.request.urlopen(page_url).read())
+        env_bare = dict(env, PYTHONPATH=str(ROOT), BENCH_BODY_SIZE=str(size))
+        servers.append(gunicorn("bench.bare_app:app", bare_port, env_bare))
+        bare_url = f"http://127.0.0.1:{bare_port}/bare"
+        wait_up(bare_url)
+
+        page_rps = run_wrk(wrk, page_url, args.seconds, args.connections)
+        bare_rps = run_wrk(wrk, bare_url, args.seconds, args.connections)
+    finally:
+        for proc in servers:
+            proc.send_signal(signal.SIGTERM)
+        for proc in servers:
+            proc.wait(timeout=20)
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"page GET /u/<token>: {page_rps:9.0f} req/s  ({size} bytes)")
+    print(f"bare Flask route:    {bare_rps:9.0f} req/s")
+    print(f"ratio page/bare:     {page_rps / bare_rps:9.2f}  (aim >= 0.80)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""create_app, configuration and /healthz."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy.exc import OperationalError
+
+from config import ConfigError, load_config
+
+
+def test_healthz_answers_ok_when_the_database_answers(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok"}
+
+
+def test_healthz_answers_503_when_the_database_does_not(app, client, monkeypatch):
+    from extensions import db
+
+    def broken(*args, **kwargs):
+        raise OperationalError("SELECT 1", {}, Exception("down"))
+
+    monkeypatch.setattr(db.session, "execute", broken)
+    assert client.get("/healthz").status_code == 503
+
+
+def test_production_refuses_to_start_without_secret_key(tmp_path):
+    with pytest.raises(ConfigError, match="SECRET_KEY"):
+        load_config(tmp_path, {"STRIPE_SECRET_KEY": "sk_live_x", "STRIPE_PUBLISHABLE_KEY": "pk"})
+
+
+def test_production_refuses_to_start_without_stripe_keys(tmp_path):
+    with pytest.raises(ConfigError, match="STRIPE_SECRET_KEY"):
+        load_config(tmp_path, {"SECRET_KEY": "s"})
+
+
+def test_development_generates_a_secret_key_once(tmp_path):
+    first = load_config(tmp_path, {"CARDBRIDGE_ENV": "development"})["SECRET_KEY"]
+    second = load_config(tmp_path, {"CARDBRIDGE_ENV": "development"})["SECRET_KEY"]
+    assert first == second and len(first) >= 32
+    assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
+
+
+def test_link_keys_default_to_secret_key_and_keep_their_order(tmp_path):
+    env = {"CARDBRIDGE_ENV": "development", "SECRET_KEY": "s"}
+    assert load_config(tmp_path, env)["LINK_SECRET_KEYS"] == ["s"]
+    env["LINK_SECRET_KEYS"] = "old, new"
+    assert load_config(tmp_path, env)["LINK_SECRET_KEYS"] == ["old", "new"]
+
+
+@pytest.mark.parametrize("name,value", [("CARD_FORM", "iframe"), ("LINK_MAX_AGE_DAYS", "x"),
+                                        ("CUTOVER_DATE", "31/12/2026"),
+                                        ("PUBLIC_BASE_URL", "cards.example.com")])
+def test_bad_settings_fail_fast_with_their_name(tmp_path, name, value):
+    with pytest.raises(ConfigError, match=name):
+        load_config(tmp_path, {"CARDBRIDGE_ENV": "development", name: value})
