@@ -9,7 +9,7 @@ from flask import Flask
 
 import security
 from config import derive, load_config
-from extensions import csrf, db, limiter, login_manager, migrate
+from extensions import csrf, db, limiter, migrate
 
 
 def create_app(config: Mapping | None = None) -> Flask:
