@@ -74,7 +74,7 @@ def make_app(tmp_path):
     """Factory: make_app(**config) → a Flask app with a fresh, empty database."""
     made = []
 
-    def factory(**overrides):
+    def factory(*, create_schema: bool = True, **overrides):
         config = {
             "TESTING": True,
             "INSTANCE_PATH": str(tmp_path / f"instance{len(made)}"),
@@ -90,7 +90,7 @@ def make_app(tmp_path):
         }
         config.update(overrides)
         app = create_app(config)
-        if not made:
+        if not made and create_schema:
             _reset_database(app)
         made.append(app)
         return app

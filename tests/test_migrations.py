@@ -31,7 +31,7 @@ def _alembic_config() -> Config:
 
 
 def _upgrade_and_diff(make_app, url: str) -> list:
-    app = make_app(SQLALCHEMY_DATABASE_URI=url)
+    app = make_app(SQLALCHEMY_DATABASE_URI=url, create_schema=False)
     with app.app_context():
         upgrade(directory=MIGRATIONS)
         with db.engine.connect() as conn:
