@@ -34,9 +34,13 @@ def _upgrade_and_diff(make_app, url: str) -> list:
     app = make_app(SQLALCHEMY_DATABASE_URI=url, create_schema=False)
     with app.app_context():
         upgrade(directory=MIGRATIONS)
-        with db.engine.connect() as conn:
-            context = MigrationContext.configure(conn, opts={"compare_type": True})
-            return compare_metadata(context, db.metadata)
+        try:
+            with db.engine.connect() as conn:
+                context = MigrationContext.configure(conn, opts={"compare_type": True})
+                return compare_metadata(context, db.metadata)
+        finally:
+            db.session.remove()
+            db.engine.dispose()
 
 
 def test_upgrade_on_empty_sqlite_matches_the_models(make_app, tmp_path):
@@ -55,10 +59,6 @@ def test_upgrade_on_empty_postgresql_matches_the_models(make_app):
         diff = _upgrade_and_diff(make_app, base.set(database=name).render_as_string(False))
         assert diff == []
     finally:
-        db.session.remove()
-        for engine in list(db._app_engines.values()) if hasattr(db, "_app_engines") else []:
-            for e in engine.values():
-                e.dispose()
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
