@@ -11,6 +11,9 @@ export STRIPE_JS_URL="http://127.0.0.1:${STRIPE_PORT}/js.stripe.com/v3/"
 export PUBLIC_BASE_URL=${PUBLIC_BASE_URL:-"http://127.0.0.1:${APP_PORT}"}
 export STRIPE_WEBHOOK_SECRET=${STRIPE_WEBHOOK_SECRET:-whsec_cardbridge_demo}
 mkdir -p instance
+# localstripe starts from scratch, so the demo database does too (its cus_… ids would dangle).
+export DATABASE_URL="sqlite:///$(pwd)/instance/demo.db"
+rm -f instance/demo.db instance/demo.db-wal instance/demo.db-shm
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; echo; echo "demo stopped"; }
 trap cleanup EXIT INT TERM
@@ -20,7 +23,7 @@ pids+=($!)
 for _ in $(seq 50); do
   curl -fsS "http://127.0.0.1:${STRIPE_PORT}/js.stripe.com/v3/" >/dev/null 2>&1 && break; sleep 0.2
 done
-$BIN/flask db upgrade >/dev/null
+$BIN/flask db upgrade >instance/demo-migrate.log 2>&1 || { cat instance/demo-migrate.log; exit 1; }
 echo "== cardbridge demo =="
 $BIN/flask demo
 echo "localstripe (fake Stripe): http://127.0.0.1:${STRIPE_PORT}   test card 4242 4242 4242 4242, any future date, any CVC"
