@@ -4,8 +4,6 @@ a localstripe server, a live HTTP server for the browser, and small factories.""
 from __future__ import annotations
 
 import os
-import re
-import socket
 import subprocess
 import sys
 import threading
@@ -20,18 +18,11 @@ from werkzeug.serving import make_server
 from app import create_app
 from extensions import db
 from models import Customer
+from tests.testlib import PUBLIC_BASE_URL, WEBHOOK_SECRET, csrf_from, free_port  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL")
-WEBHOOK_SECRET = "whsec_test_cardbridge"
-PUBLIC_BASE_URL = "https://cards.example.test"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pytest_collection_modifyitems(config, items):
@@ -124,15 +115,6 @@ def ctx(app):
 
 
 # -- CSRF: one helper reads the token and posts it -----------------------------------------------
-_CSRF_RE = re.compile(r'name="csrf[-_]token"(?: content| value)="([^"]+)"')
-
-
-def csrf_from(html: str) -> str:
-    match = _CSRF_RE.search(html)
-    assert match, "page has no CSRF token"
-    return match.group(1)
-
-
 @pytest.fixture
 def csrf(client):
     """csrf(path) → the CSRF token of the page at `path` in this client's session."""
@@ -208,7 +190,9 @@ class LiveServer:
         self.url = f"http://127.0.0.1:{self.port}"
         app.config["PUBLIC_BASE_URL"] = self.url
         self._server = make_server("127.0.0.1", self.port, app, threaded=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # A short poll interval: shutdown() waits up to one interval, once per browser test.
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
+                                        daemon=True)
 
     def __enter__(self):
         self._thread.start()

@@ -68,6 +68,8 @@ def page(token: str):
         stripe_js_url=current_app.config["STRIPE_JS_URL"],
         publishable_key=current_app.config["STRIPE_PUBLISHABLE_KEY"],
         return_url=f"{current_app.config['PUBLIC_BASE_URL']}/u/return",
+        # Stripe sent the customer back unconfirmed (failed 3-D Secure, …): say so on the form.
+        retry=request.args.get("retry") == "1",
     )
 
 

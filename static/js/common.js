@@ -37,5 +37,11 @@ window.cardbridge = (function () {
   // Tell the server a person opened the page (a scanner's GET runs no script).
   function opened(url) { post(url, {}).catch(function () {}); }
 
-  return { post: post, ui: ui, opened: opened };
+  // Stripe.js did not load (network, content blocker): say so instead of a dead button.
+  function unavailable(form) {
+    ui(form).error("The secure card form could not load. Check your connection, allow " +
+                   "js.stripe.com if a content blocker is on, then reload this page.");
+  }
+
+  return { post: post, ui: ui, opened: opened, unavailable: unavailable };
 })();

@@ -3,7 +3,8 @@
 "use strict";
 (function () {
   const form = document.getElementById("card-form");
-  if (!form || typeof Stripe === "undefined") return;
+  if (!form) return;
+  if (typeof Stripe === "undefined") { window.cardbridge.unavailable(form); return; }
   const cfg = form.dataset;
   const view = window.cardbridge.ui(form);
   const stripe = Stripe(cfg.publishableKey);

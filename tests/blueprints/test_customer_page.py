@@ -8,13 +8,13 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import csrf_from
 from fault_server import FaultServer
 from sqlalchemy import func, select
 
 from extensions import db
 from models import Customer, CustomerEvent, Link, MigratedCard
 from services.links import issue_link
+from tests.testlib import csrf_from
 
 
 def link_for(app, customer_id, **kw):

@@ -7,7 +7,6 @@ import time
 
 import pytest
 import stripe
-from conftest import WEBHOOK_SECRET
 from sqlalchemy import func, select
 from stripe_helpers import confirm_setup_intent, ls
 
@@ -15,6 +14,7 @@ from extensions import db
 from models import Customer, CustomerEvent, SavedPaymentMethod, StripeEvent
 from services import card_setup
 from services.links import issue_link
+from tests.testlib import WEBHOOK_SECRET
 
 
 def event(type_: str, obj: dict, event_id: str = "evt_test_1") -> bytes:
