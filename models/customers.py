@@ -28,6 +28,8 @@ class Customer(db.Model):
     card_last4: Mapped[str | None] = mapped_column(String(4))
     card_exp_month: Mapped[int | None]
     card_exp_year: Mapped[int | None]
+    # When a Stripe mapping file first named this customer (None: "not in mapping").
+    mapped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

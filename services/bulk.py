@@ -1,0 +1,244 @@
+"""Batch reads and writes through SQLAlchemy Core at the driver's speed, for any engine.
+
+The importer says what to write (a table, the columns each row carries, values shared by every
+row); this module has SQLAlchemy compile the statement once per batch shape and runs it with
+driver-ready parameters, skipping the per-row parameter processing that would cost more than
+parsing the file. On PostgreSQL a whole batch is one statement over arrays
+(`INSERT … SELECT … FROM unnest(…)`, `UPDATE … FROM unnest(…)`, `= ANY(…)`): one round trip,
+a short query psycopg parses once. Elsewhere (SQLite) it is the driver's executemany of one
+compiled single-row statement, a loop in C.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from itertools import islice
+from operator import itemgetter
+
+from sqlalchemy import Integer, Text, any_, bindparam, cast, func, select, update
+from sqlalchemy import insert as plain_insert
+from sqlalchemy.dialects.postgresql import ARRAY
+
+from extensions import db
+
+BATCH_SIZE = 4000  # rows read, checked against the database and written together
+SQLITE_CACHE_MIB = 16
+
+
+def _driver_ready(dialect, type_, value):
+    if value is None:
+        return None
+    process = type_.dialect_impl(dialect).bind_processor(dialect)
+    return process(value) if process else value
+
+
+def _on_postgresql(conn) -> bool:
+    return conn.dialect.name == "postgresql"
+
+
+SEP, NUL = "\x1f", "\x1e"  # ASCII unit and record separators: never in sane data
+
+
+def _array(key: str, type_, packed: bool):
+    """The SQL for one column's values on PostgreSQL: an array parameter, or (packed) one text
+    parameter split on the server, which spares psycopg dumping every element in Python."""
+    if not packed:
+        return bindparam(f"a_{key}", type_=ARRAY(type_))
+    return cast(func.string_to_array(bindparam(f"a_{key}", type_=Text()),
+                                     bindparam("sep", type_=Text()),
+                                     bindparam("nul", type_=Text())), ARRAY(type_))
+
+
+def _pack(values: tuple) -> str | None:
+    """One column as text for string_to_array, or None when a value would not survive it."""
+    texts = [NUL if v is None else v if type(v) is str else str(v) for v in values]
+    joined = SEP.join(texts)
+    if joined.count(SEP) != len(texts) - 1 or joined.count(NUL) != values.count(None):
+        return None
+    return joined
+
+
+class _Bulk:
+    """Shared by inserts and updates: the compiled SQL and how to turn rows into parameters."""
+
+    def __init__(self, build, order: list[str], constants: dict):
+        self.conn = db.session.connection()
+        dialect = self.conn.dialect
+        self.arrays = _on_postgresql(self.conn)
+        compiled = build(True).compile(dialect=dialect, for_executemany=not self.arrays)
+        self.sql = str(compiled)
+        names = list(compiled.positiontup if compiled.positional else compiled.params)
+        constants = {**constants, "sep": SEP, "nul": NUL}
+        self.constants = {name: _driver_ready(dialect, compiled.binds[name].type,
+                                              constants[name])
+                          for name in names if name in constants}
+        self.order = order
+        if self.arrays:  # one parameter per column, named a_<column>, plus the constants
+            self.array_names = [f"a_{key}" for key in order]
+            self.plain_sql = str(build(False).compile(dialect=dialect))
+        else:  # one tuple per row, in the statement's parameter order
+            self.getter = itemgetter(*names)
+            self.single = len(names) == 1
+
+    def run(self, rows: list[dict]) -> None:
+        if not rows:
+            return
+        if self.arrays:
+            self._run_arrays(rows)
+            return
+        if self.constants:
+            for row in rows:
+                row.update(self.constants)
+        getter = self.getter
+        params = [(getter(r),) for r in rows] if self.single else list(map(getter, rows))
+        self.conn.exec_driver_sql(self.sql, params)
+
+    def _run_arrays(self, rows: list[dict]) -> None:
+        if len(self.order) > 1:
+            columns = list(zip(*map(itemgetter(*self.order), rows), strict=True))
+        else:
+            columns = [tuple(row[self.order[0]] for row in rows)]
+        # string_to_array('', …) is an empty array, so one row always goes as real arrays.
+        packed = [_pack(values) for values in columns] if len(rows) > 1 else [None]
+        if None in packed:
+            params = dict(zip(self.array_names, map(list, columns), strict=True))
+            sql = self.plain_sql
+        else:
+            params = dict(zip(self.array_names, packed, strict=True))
+            sql = self.sql
+        params.update(self.constants)
+        self.conn.exec_driver_sql(sql, params)
+
+
+def _defaults(table, given: set[str]) -> dict:
+    """Python-side column defaults, which SQL run by the driver would otherwise skip."""
+    found = {}
+    for col in table.c:
+        if col.name not in given and col.default is not None and not col.primary_key:
+            arg = col.default.arg
+            found[col.name] = arg(None) if col.default.is_callable else arg
+    return found
+
+
+class BulkInsert(_Bulk):
+    """INSERT … ON CONFLICT DO NOTHING (where the engine has it): a row another writer added
+    meanwhile is left alone instead of failing the whole file. `constants` fill the same
+    columns of every row; other columns with a Python default get it."""
+
+    def __init__(self, table, columns: Iterable[str], constants: dict | None = None):
+        columns = list(columns)
+        fixed = dict(constants or {})
+        fixed |= _defaults(table, {*columns, *fixed})
+        conn = db.session.connection()
+        binds = {f"k_{key}": value for key, value in fixed.items()}
+        constant_binds = {k: bindparam(f"k_{k}", type_=table.c[k].type) for k in fixed}
+
+        def build(packed: bool):
+            if not _on_postgresql(conn):
+                return _insert_ignoring_conflicts(table).values(
+                    {c: bindparam(c, type_=table.c[c].type) for c in columns} | constant_binds)
+            data = func.unnest(*(_array(c, table.c[c].type, packed) for c in columns)
+                               ).table_valued(*columns).render_derived(name="v")
+            rows = select(*(data.c[c] for c in columns), *constant_binds.values())
+            return _insert_ignoring_conflicts(table).from_select([*columns, *fixed], rows)
+
+        super().__init__(build, columns, binds)
+
+
+class BulkUpdate(_Bulk):
+    """UPDATE by primary key: rows carry `b_id` and `columns`; `constants` set the same value
+    on every row (a column name, or a bind named in `expressions`); `expressions` are SET
+    as given, e.g. mapped_at = coalesce(mapped_at, :first_mapped)."""
+
+    def __init__(self, table, columns: Iterable[str], constants: dict | None = None,
+                 expressions: dict | None = None):
+        columns = list(columns)
+        constants = dict(constants or {})
+        on_columns = [k for k in constants if k in table.c]
+        sets = {k: bindparam(f"k_{k}", type_=table.c[k].type) for k in on_columns}
+        sets |= dict(expressions or {})
+        binds = {(f"k_{k}" if k in on_columns else k): v for k, v in constants.items()}
+        on_postgresql = _on_postgresql(db.session.connection())
+
+        def build(packed: bool):
+            if not on_postgresql:
+                return update(table).where(table.c.id == bindparam("b_id")).values(
+                    {c: bindparam(c, type_=table.c[c].type) for c in columns} | sets)
+            data = func.unnest(
+                _array("b_id", Integer(), packed),
+                *(_array(c, table.c[c].type, packed) for c in columns),
+            ).table_valued("b_id", *columns).render_derived(name="v")
+            return update(table).where(table.c.id == data.c.b_id).values(
+                {c: data.c[c] for c in columns} | sets)
+
+        super().__init__(build, ["b_id", *columns], binds)
+
+
+class KeyedSelect:
+    """SELECT columns WHERE key is one of a batch of keys, run by the driver; rows come back as
+    plain tuples in the order of `columns` (no type processing: select str and int columns,
+    or only test datetimes for None)."""
+
+    def __init__(self, columns, key_column):
+        self.columns, self.key = list(columns), key_column
+        self.conn = db.session.connection()
+        self._compiled: dict[int, tuple[str, list | None]] = {}
+        if _on_postgresql(self.conn):  # one array parameter, whatever the batch size
+            stmt = select(*self.columns).where(
+                key_column == any_(bindparam("keys", type_=ARRAY(key_column.type))))
+            self._array_sql = str(stmt.compile(dialect=self.conn.dialect))
+
+    def __call__(self, keys: Iterable) -> list[tuple]:
+        keys = list(keys)
+        if not keys:
+            return []
+        if _on_postgresql(self.conn):
+            return self.conn.exec_driver_sql(self._array_sql, {"keys": keys}).all()
+        entry = self._compiled.get(len(keys))
+        if entry is None:
+            marker = bindparam("keys", value=keys, expanding=True)
+            compiled = select(*self.columns).where(self.key.in_(marker)).compile(
+                dialect=self.conn.dialect, compile_kwargs={"render_postcompile": True})
+            names = None if compiled.positional else list(compiled.params)
+            entry = self._compiled[len(keys)] = (str(compiled), names)
+        sql, names = entry
+        params = tuple(keys) if names is None else dict(zip(names, keys, strict=True))
+        return self.conn.exec_driver_sql(sql, params).all()
+
+
+def _insert_ignoring_conflicts(table):
+    name = db.session.get_bind().dialect.name
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        return plain_insert(table)
+    return insert(table).on_conflict_do_nothing()
+
+
+def batches(items: Iterable, size: int | None = None) -> Iterator[list]:
+    size = size or BATCH_SIZE
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+@contextmanager
+def roomy_sqlite_cache(mebibytes: int = SQLITE_CACHE_MIB):
+    """A bigger SQLite page cache for the length of one import, then the old size again.
+
+    With the default 2 MB, index pages of a big table fall out of the cache mid-transaction and
+    are written to the WAL and read back, which doubles an import's time. PostgreSQL: no-op.
+    """
+    conn = db.session.connection()
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    before = conn.exec_driver_sql("PRAGMA cache_size").scalar()
+    conn.exec_driver_sql(f"PRAGMA cache_size=-{int(mebibytes) * 1024}")
+    try:
+        yield
+    finally:
+        conn.exec_driver_sql(f"PRAGMA cache_size={int(before)}")
