@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from flask import current_app
 from sqlalchemy import select
 
 from extensions import db
@@ -63,5 +64,10 @@ def seed(link_count: int = 2) -> list[str]:
     for customer in needing[:link_count]:
         issued = issue_link(customer, created_by="demo")
         lines.append(f"link for {customer.name} <{customer.email}>: {issued.url}")
+    from services.staff import ensure_demo_admin  # the support console's demo login
+
+    admin, password = ensure_demo_admin()
+    lines.append(f"staff login: {admin.email} / {password}  "
+                 f"(console: {current_app.config['PUBLIC_BASE_URL']}/support/login)")
     db.session.commit()
     return lines

@@ -1,0 +1,42 @@
+"""Staff and API actions on a customer's links, each written to the audit trail.
+
+The console and /api/v1 both call these, so a link made either way is made and recorded the
+same way. The caller commits.
+"""
+
+from __future__ import annotations
+
+from models import Customer
+from services import audit
+from services.links import IssuedLink, issue_link, revoke_links
+
+
+def give_link(
+    customer: Customer,
+    *,
+    actor: str,
+    ip: str | None,
+    reason: str | None,
+    send: bool,
+    days: int | None = None,
+) -> IssuedLink:
+    """A fresh link (older unused ones stop working); emailed to the customer when `send`."""
+    issued = issue_link(customer, created_by=actor, channel="email" if send else "generated",
+                        days=days)
+    details = {"link": issued.link.public_id, "expires_at": issued.link.expires_at.isoformat()}
+    audit.record(actor, "link.generated", customer.legacy_id, ip=ip, reason=reason,
+                 details=details)
+    if send:
+        from services.emails import send_link_email
+
+        send_link_email(customer, issued)
+        audit.record(actor, "link.sent", customer.legacy_id, ip=ip, reason=reason,
+                     details={"link": issued.link.public_id, "to": customer.email})
+    return issued
+
+
+def revoke_all(customer: Customer, *, actor: str, ip: str | None, reason: str | None) -> int:
+    count = revoke_links(customer, by=actor)
+    audit.record(actor, "link.revoked", customer.legacy_id, ip=ip, reason=reason,
+                 details={"count": count})
+    return count

@@ -1,0 +1,218 @@
+"""Staff accounts: creation, password checks that leak nothing, TOTP, disabling and roles.
+
+No request objects here: the console's views and `flask staff …` both call these functions,
+and the caller commits.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import time
+from datetime import datetime
+
+import pyotp
+from flask import current_app
+from sqlalchemy import select
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from extensions import db
+from models import ROLES, StaffUser
+from models.types import utcnow
+
+MIN_PASSWORD_LENGTH = 12
+# Hashing a megabyte "password" costs real CPU; nobody types more than this.
+MAX_PASSWORD_LENGTH = 256
+MAX_EMAIL_LENGTH = 320
+TOTP_ISSUER_FALLBACK = "cardbridge"
+
+
+class StaffError(ValueError):
+    """A staff account change that cannot be made; the message says why, in one line."""
+
+
+def normalize_email(email: str | None) -> str:
+    # NUL cannot be stored or compared in PostgreSQL text; no real address contains one.
+    return (email or "").replace("\x00", "").strip().lower()
+
+
+def _method() -> str:
+    # Tests may lower the scrypt cost; production keeps werkzeug's default (scrypt, N=2**15).
+    return current_app.config.get("STAFF_PASSWORD_METHOD") or "scrypt"
+
+
+def hash_password(password: str) -> str:
+    return generate_password_hash(password, method=_method())
+
+
+_dummy_hashes: dict[str, str] = {}
+
+
+def _dummy_hash() -> str:
+    """A real hash of a random password, made with the current method, so an unknown email
+    costs exactly one password check, like a known one."""
+    method = _method()
+    if method not in _dummy_hashes:
+        _dummy_hashes[method] = generate_password_hash(secrets.token_urlsafe(16), method=method)
+    return _dummy_hashes[method]
+
+
+def check_password_strength(password: str, email: str = "") -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise StaffError(f"the password must be at least {MIN_PASSWORD_LENGTH} characters")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise StaffError(f"the password must be at most {MAX_PASSWORD_LENGTH} characters")
+    if email and normalize_email(password) == normalize_email(email):
+        raise StaffError("the password must not be the email address")
+
+
+def find_by_email(email: str) -> StaffUser | None:
+    email = normalize_email(email)
+    if not email or len(email) > MAX_EMAIL_LENGTH:
+        return None
+    return db.session.execute(
+        select(StaffUser).where(StaffUser.email == email)
+    ).scalar_one_or_none()
+
+
+def load_by_session_key(key: str) -> StaffUser | None:
+    """Flask-Login's user loader: a session only works while its key is current and the
+    account is active."""
+    if not key or len(key) > 64:
+        return None
+    user = db.session.execute(
+        select(StaffUser).where(StaffUser.session_key == key)
+    ).scalar_one_or_none()
+    if user is None or not user.active:
+        return None
+    return user
+
+
+def create_staff(email: str, role: str, password: str) -> StaffUser:
+    email = normalize_email(email)
+    if "@" not in email or len(email) > MAX_EMAIL_LENGTH or any(c.isspace() for c in email):
+        raise StaffError(f"{email!r} is not an email address")
+    if role not in ROLES:
+        raise StaffError(f"role must be one of {', '.join(ROLES)}")
+    if find_by_email(email) is not None:
+        raise StaffError(f"a staff account for {email} already exists")
+    check_password_strength(password, email)
+    user = StaffUser(email=email, role=role, password_hash=hash_password(password), active=True)
+    db.session.add(user)
+    db.session.flush()
+    return user
+
+
+def authenticate(email: str, password: str) -> StaffUser | None:
+    """The account if the email and password match an active account, else None.
+
+    An unknown email, a wrong password and a disabled account all do one password check,
+    so neither the answer nor its timing tells them apart.
+    """
+    password = password or ""
+    if len(password) > MAX_PASSWORD_LENGTH:
+        password = password[:MAX_PASSWORD_LENGTH]  # still checked, so still slow and still wrong
+    user = find_by_email(email)
+    if user is None:
+        check_password_hash(_dummy_hash(), password)
+        return None
+    ok = check_password_hash(user.password_hash, password)
+    if not ok or not user.active:
+        return None
+    return user
+
+
+def record_login(user: StaffUser, now: datetime | None = None) -> None:
+    user.last_login_at = now or utcnow()
+
+
+def set_password(user: StaffUser, password: str) -> None:
+    check_password_strength(password, user.email)
+    user.password_hash = hash_password(password)
+    user.end_sessions()
+
+
+def set_active(user: StaffUser, active: bool) -> None:
+    user.active = active
+    if not active:
+        user.end_sessions()
+
+
+def set_role(user: StaffUser, role: str) -> None:
+    if role not in ROLES:
+        raise StaffError(f"role must be one of {', '.join(ROLES)}")
+    if role != user.role:
+        user.role = role
+        user.end_sessions()  # a changed privilege gets a fresh login
+
+
+def active_admin_count() -> int:
+    return len(db.session.execute(
+        select(StaffUser.id).where(StaffUser.role == "admin", StaffUser.active.is_(True))
+    ).all())
+
+
+# -- TOTP ------------------------------------------------------------------------------------
+def new_totp_secret() -> str:
+    return pyotp.random_base32()
+
+
+def totp_uri(email: str, secret: str) -> str:
+    issuer = current_app.config.get("COMPANY_NAME") or TOTP_ISSUER_FALLBACK
+    return pyotp.TOTP(secret).provisioning_uri(name=email, issuer_name=f"{issuer} support")
+
+
+def _matching_step(secret: str, code: str, at: float | None = None) -> int | None:
+    """The time step whose code equals `code`, allowing one step of clock drift either way."""
+    code = "".join((code or "").split())
+    if not (code.isdigit() and len(code) == 6):
+        return None
+    totp = pyotp.TOTP(secret)
+    now_step = totp.timecode(datetime.fromtimestamp(at if at is not None else time.time()))
+    found = None
+    for step in (now_step - 1, now_step, now_step + 1):
+        # Compare every candidate so the time taken does not depend on which one matched.
+        if hmac.compare_digest(totp.generate_otp(step), code):
+            found = step
+    return found
+
+
+def enrol_totp(user: StaffUser, secret: str, code: str, at: float | None = None) -> bool:
+    """Turn on two-factor for `user` if `code` proves they stored `secret`."""
+    step = _matching_step(secret, code, at)
+    if step is None:
+        return False
+    user.totp_secret = secret
+    user.totp_last_step = step
+    return True
+
+
+def verify_totp(user: StaffUser, code: str, at: float | None = None) -> bool:
+    """True once per code: a step at or before the last accepted one is a replay."""
+    if not user.totp_secret:
+        return False
+    step = _matching_step(user.totp_secret, code, at)
+    if step is None or (user.totp_last_step is not None and step <= user.totp_last_step):
+        return False
+    user.totp_last_step = step
+    return True
+
+
+def reset_totp(user: StaffUser) -> None:
+    user.totp_secret = None
+    user.totp_last_step = None
+    user.end_sessions()
+
+
+# -- the demo --------------------------------------------------------------------------------
+def ensure_demo_admin(email: str = "admin@example.com") -> tuple[StaffUser, str]:
+    """The demo's admin with a fresh random password (printed once by `flask demo`)."""
+    password = secrets.token_urlsafe(12)
+    user = find_by_email(email)
+    if user is None:
+        user = create_staff(email, "admin", password)
+    else:
+        user.password_hash = hash_password(password)
+        user.active = True
+        user.role = "admin"
+    return user, password
