@@ -1,57 +1,381 @@
-"""One sender for every email: paired .txt/.html templates handed to SMTP or the .eml outbox.
+"""One sender for every email: paired templates rendered and CSS-inlined, handed to a transport.
 
-Without MAIL_SERVER each message is written to instance/outbox/<time>-<id>.eml, so a machine
-with no mail server still shows exactly what would have gone out.
+Two transports with one interface: SMTP through Flask-Mail (one connection reused for a whole
+batch) when MAIL_SERVER is set, and `.eml` files under instance/outbox/ when it is not, so a
+machine with no mail server still shows exactly what would have gone out.
+
+SMTP failures are sorted by what they mean for the row that was being sent:
+`Retry` (not delivered, try again later), `Refused` (not delivered and never will be),
+`ConnectionLost` (not delivered; the rest of the batch should wait too) and `MaybeDelivered`
+(the connection broke after the message body was handed over: the server may have it).
 """
 
 from __future__ import annotations
 
+import binascii
 import os
+import re
 import smtplib
 import uuid
-from email.message import EmailMessage
+from dataclasses import dataclass
+from datetime import date, datetime
 from email.utils import formatdate, make_msgid
+from functools import lru_cache
 from pathlib import Path
 
-from flask import current_app, render_template
+import css_inline
+from babel import Locale
+from babel.dates import format_date
+from babel.support import NullTranslations
+from flask import current_app
+from flask_babel import force_locale, get_translations
+from flask_mail import Connection, Message, sanitize_address, sanitize_subject
+from jinja2 import Environment
+from markupsafe import escape
+
+DEFAULT_LOCALE = "en"
+_TRANSLATIONS = Path(__file__).resolve().parent.parent / "translations"
+# How servers name what they accepted: Postfix "queued as X", others "id=X", SES "Ok X".
+_QUEUE_IDS = [re.compile(p, re.IGNORECASE) for p in (
+    r"queued as\s+<?([\w.@\-]{4,200})",
+    r"\bid=<?([\w.@\-]{4,200})",
+    r"\bOk:?\s+<?([\w.@\-]{6,200})",
+)]
 
 
-def compose(to: str, template: str, subject: str, **context) -> EmailMessage:
-    context.setdefault("company", current_app.config["COMPANY_NAME"])
-    context.setdefault("support_email", current_app.config["SUPPORT_EMAIL"])
-    context.setdefault("brand_color", current_app.config["BRAND_COLOR"])
-    context.setdefault("logo_url", current_app.config["LOGO_URL"])
-    msg = EmailMessage()
-    msg["Subject"] = subject
-    msg["From"] = current_app.config["MAIL_DEFAULT_SENDER"]
-    msg["To"] = to
-    msg["Date"] = formatdate(localtime=False)
-    msg["Message-ID"] = make_msgid(domain="cardbridge.local")
-    msg.set_content(render_template(f"email/{template}.txt", **context))
-    msg.add_alternative(render_template(f"email/{template}.html", **context), subtype="html")
+class DeliveryError(Exception):
+    """A message did not (certainly) reach the SMTP server; subclasses say what to do."""
+
+    def __init__(self, message: str, code: int | None = None):
+        super().__init__(message)
+        self.code = code
+
+
+class Retry(DeliveryError):
+    """Not delivered; a later attempt may work (4xx, or the server is busy)."""
+
+
+class Refused(DeliveryError):
+    """Not delivered and never will be (5xx). `bounce` when the mailbox itself was refused."""
+
+    def __init__(self, message: str, code: int | None = None, *, bounce: bool = False):
+        super().__init__(message, code)
+        self.bounce = bounce
+
+
+class ConnectionLost(Retry):
+    """No connection (or it dropped before the message body): retry this and the rest later."""
+
+
+class MaybeDelivered(DeliveryError):
+    """The connection broke after the body was sent: the server may have accepted it."""
+
+
+# -- rendering -----------------------------------------------------------------------------------
+@lru_cache(maxsize=1)
+def shipped_locales() -> tuple[str, ...]:
+    """English (the templates' own language) and every language with a compiled catalogue."""
+    found = sorted(p.parent.parent.name for p in _TRANSLATIONS.glob("*/LC_MESSAGES/messages.mo"))
+    return (DEFAULT_LOCALE, *[code for code in found if code != DEFAULT_LOCALE])
+
+
+def pick_locale(value: str | None) -> str:
+    """The shipped language for a customer's `locale` ("fr", "fr-CA", "FR_fr" → "fr")."""
+    language = (value or "").strip().replace("-", "_").split("_")[0].lower()
+    return language if language in shipped_locales() else DEFAULT_LOCALE
+
+
+@lru_cache(maxsize=1)
+def _inliner() -> css_inline.CSSInliner:
+    # Mail clients drop <style> blocks; everything the templates style ends up in style="".
+    return css_inline.CSSInliner(keep_style_tags=False, load_remote_stylesheets=False)
+
+
+@dataclass(frozen=True)
+class Language:
+    """One shipped language: Flask-Babel's catalogue for it, installed in its own overlay of
+    the app's Jinja environment, so rendering thousands of emails in a worker costs no
+    per-string locale lookups (and no request or forced-locale context is needed)."""
+
+    code: str
+    env: Environment
+    translations: NullTranslations
+    locale: Locale
+
+    def gettext(self, message: str, **variables) -> str:
+        text = self.translations.ugettext(message)
+        return text % variables if variables else text
+
+    def day(self, value: date | datetime) -> str:
+        return _long_date(self.locale, value.date() if isinstance(value, datetime) else value)
+
+
+@lru_cache(maxsize=1024)
+def _long_date(locale: Locale, day: date) -> str:
+    return format_date(day, format="long", locale=locale)  # the same few days, over and over
+
+
+def language(code: str) -> Language:
+    """The Language for a shipped code (see pick_locale), built once per app."""
+    cache = current_app.extensions.setdefault("email_languages", {})
+    found = cache.get(code)
+    if found is None:
+        with force_locale(code):
+            translations = get_translations()  # Flask-Babel's loader and directories
+        env = current_app.jinja_env.overlay(cache_size=100)  # its own compiled templates
+        env.install_gettext_translations(translations, newstyle=True)
+        found = cache[code] = Language(code, env, translations, Locale.parse(code))
+    return found
+
+
+# What changes from one email to the next. Everything else in a template's context (company,
+# support address, brand colour, which blocks show) is the same for thousands of emails.
+PER_EMAIL = ("name", "reference", "url", "card", "expires", "deadline", "first_sent", "title")
+_SLOT = re.compile(r"@@cb:([a-z_]+)@@")
+
+
+def render(template: str, locale: str, **context) -> tuple[str, str]:
+    """(text, html) of `templates/email/<template>.{txt,html}` in `locale`, CSS inlined.
+
+    Rendering and CSS inlining happen once per shape of email: the templates run with a
+    marker in place of each per-email value, and each email then only fills the markers in
+    (HTML-escaped in the HTML part). Which values are present is part of the shape, so every
+    `{% if %}` in the templates still sees the real thing.
+    """
+    cfg = current_app.config
+    context.setdefault("company", cfg["COMPANY_NAME"])
+    context.setdefault("support_email", cfg["SUPPORT_EMAIL"])
+    context.setdefault("brand_color", cfg["BRAND_COLOR"])
+    context.setdefault("logo_url", cfg["LOGO_URL"])
+    context.setdefault("site", cfg["PUBLIC_BASE_URL"])
+    context["lang"] = locale
+    values = {k: str(context.pop(k)) for k in PER_EMAIL if context.get(k)}
+    for key in PER_EMAIL:
+        context.pop(key, None)
+    shape = (template, locale, tuple(sorted(values)), tuple(sorted(context.items())))
+    cache = current_app.extensions.setdefault("email_skeletons", {})
+    skeleton = cache.get(shape)
+    if skeleton is None:
+        env = language(locale).env
+        marked = {**context, **{k: f"@@cb:{k}@@" for k in values}}
+        text = env.get_template(f"email/{template}.txt").render(marked)
+        html = env.get_template(f"email/{template}.html").render(marked)
+        skeleton = cache[shape] = (text, _inliner().inline(html))
+    text, html = skeleton
+    escaped = {k: str(escape(v)) for k, v in values.items()}
+    return (_SLOT.sub(lambda m: values[m.group(1)], text),
+            _SLOT.sub(lambda m: escaped[m.group(1)], html))
+
+
+def _address(value: str) -> str:
+    if value.isascii() and "<" not in value and '"' not in value and "," not in value:
+        return value  # a bare address: nothing to encode
+    return _encoded_address(value)
+
+
+@lru_cache(maxsize=64)
+def _encoded_address(value: str) -> str:
+    return sanitize_address(value)  # encodes a display name; slow enough to remember
+
+
+def message_id_for(email_id: int | str) -> str:
+    """Our Message-ID: names the outbox row, so a bounce that quotes it leads back to it."""
+    domain = _address(current_app.config["MAIL_DEFAULT_SENDER"]).rpartition("@")[2].strip("> ")
+    return make_msgid(idstring=f"cb{email_id}", domain=domain or "cardbridge.local")
+
+
+def build(to: str, subject: str, text: str, html: str, *, message_id: str,
+          headers: dict[str, str] | None = None) -> Message:
+    msg = Message(subject=subject, recipients=[to], body=text, html=html,
+                  sender=current_app.config["MAIL_DEFAULT_SENDER"],
+                  extra_headers={"Auto-Submitted": "auto-generated", **(headers or {})})
+    msg.msgId = message_id
+    if msg.has_bad_headers():
+        raise ValueError("a header would hold a line break")
     return msg
 
 
-def deliver(msg: EmailMessage) -> str:
-    """Send one message; returns where it went (the .eml path or the Message-ID)."""
-    cfg = current_app.config
-    if not cfg.get("MAIL_SERVER"):
-        outbox = Path(current_app.instance_path) / "outbox"
-        outbox.mkdir(parents=True, exist_ok=True)
-        path = outbox / f"{msg['Date'].replace(' ', '_').replace(',', '')}-{uuid.uuid4().hex}.eml"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(bytes(msg))
+def to_bytes(msg: Message) -> bytes:
+    """RFC 5322 bytes of a text + HTML Flask-Mail message, quoted-printable bodies.
+
+    Flask-Mail's `as_bytes` goes through the email package's generator, which costs more
+    than the SMTP exchange itself; this writes the one shape we send directly. The boundary
+    starts with "=_", which quoted-printable text can never contain.
+    """
+    if msg.attachments or set(msg.alts) - {"html"} or msg.cc or msg.bcc:
+        return msg.as_bytes()  # anything else: Flask-Mail's own, slower serialiser
+    boundary = f"=_cb_{uuid.uuid4().hex}"
+    head = [
+        f"From: {_address(msg.sender)}",
+        f"To: {', '.join(_address(r) for r in msg.recipients)}",
+        f"Subject: {sanitize_subject(msg.subject)}",
+        f"Date: {formatdate(msg.date, usegmt=True)}",
+        f"Message-ID: {msg.msgId}",
+        "MIME-Version: 1.0",
+        *(f"{k}: {v}" for k, v in (msg.extra_headers or {}).items()),
+        f'Content-Type: multipart/alternative; boundary="{boundary}"',
+    ]
+    parts = [("plain", msg.body or ""), ("html", msg.html or "")]
+    # Encoded words fold with a bare "\n": every header line ends in CRLF like the rest.
+    lines = ["\r\n".join(head).replace("\r\n", "\n").replace("\n", "\r\n"), ""]
+    for subtype, content in parts:
+        lines += [f"--{boundary}", f'Content-Type: text/{subtype}; charset="utf-8"',
+                  "Content-Transfer-Encoding: quoted-printable", "",
+                  _qp(content)]
+    lines += [f"--{boundary}--", ""]
+    return "\r\n".join(lines).encode("ascii")
+
+
+def _qp(text: str) -> str:
+    encoded = binascii.b2a_qp(text.replace("\r\n", "\n").encode("utf-8"), istext=True)
+    return encoded.decode("ascii").replace("\n", "\r\n")
+
+
+# -- transports ----------------------------------------------------------------------------------
+class _SmtpConnection(Connection):
+    """Flask-Mail's connection with a socket timeout, keeping the server's reply to DATA."""
+
+    def configure_host(self) -> smtplib.SMTP:
+        timeout = current_app.config.get("MAIL_TIMEOUT_SECONDS", 30)
+        cls = smtplib.SMTP_SSL if self.mail.use_ssl else smtplib.SMTP
+        host = cls(self.mail.server, self.mail.port, timeout=timeout)
+        if self.mail.use_tls:
+            host.starttls()
+        if self.mail.username and self.mail.password:
+            host.login(self.mail.username, self.mail.password)
+        return host
+
+    def __exit__(self, *exc) -> None:
+        if self.host is not None:
+            try:
+                self.host.quit()
+            except (smtplib.SMTPException, OSError):
+                self.host.close()  # the server already went away; nothing to say goodbye to
+            self.host = None
+
+
+class SmtpTransport:
+    """Sends over one SMTP connection, opened on first use and reused until `close`."""
+
+    kind = "smtp"
+
+    def __init__(self) -> None:
+        self._conn: _SmtpConnection | None = None
+
+    def _host(self) -> smtplib.SMTP:
+        if self._conn is None or self._conn.host is None:
+            conn = _SmtpConnection(current_app.extensions["mail"])
+            try:
+                conn.__enter__()
+            except smtplib.SMTPAuthenticationError as exc:
+                raise ConnectionLost(f"SMTP login refused: {exc.smtp_code}", exc.smtp_code) \
+                    from exc
+            except (smtplib.SMTPException, OSError) as exc:
+                raise ConnectionLost(f"cannot reach the SMTP server: {_short(exc)}") from exc
+            self._conn = conn
+        return self._conn.host
+
+    def send(self, msg: Message, name: str = "") -> str:
+        """Hand `msg` to the server; returns the server's id for it (or our Message-ID)."""
+        host = self._host()
+        sender = _address(msg.sender)
+        recipients = [_address(r) for r in msg.send_to]
+        body = to_bytes(msg)
+        try:
+            host.ehlo_or_helo_if_needed()
+            code, reply = host.mail(sender)
+            if code != 250:
+                # A refused sender is our configuration, not this email: hold the batch.
+                self._reset(host)
+                raise ConnectionLost(f"sender refused: {code} {_short(reply)}", code)
+            for rcpt in recipients:
+                code, reply = host.rcpt(rcpt)
+                if code not in (250, 251):
+                    self._reset(host)
+                    raise _classify(code, reply, "recipient refused", bounce=True)
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            self.close()
+            raise ConnectionLost(f"connection lost before the message: {_short(exc)}") from exc
+        try:
+            code, reply = host.data(body)
+        except smtplib.SMTPDataError as exc:  # DATA itself refused: the body never left
+            self._reset(host)
+            raise _classify(exc.smtp_code, exc.smtp_error, "DATA refused") from exc
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            self.close()
+            raise MaybeDelivered(f"connection lost during DATA: {_short(exc)}") from exc
+        if code != 250:
+            self._reset(host)
+            raise _classify(code, reply, "message refused")
+        return _provider_id(reply) or msg.msgId
+
+    def _reset(self, host: smtplib.SMTP) -> None:
+        try:
+            host.rset()
+        except (smtplib.SMTPException, OSError):
+            self.close()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.__exit__(None, None, None)
+            self._conn = None
+
+
+class OutboxTransport:
+    """Writes each message to instance/outbox/<name>.eml; the same name overwrites, never adds."""
+
+    kind = "outbox"
+
+    def __init__(self) -> None:
+        self.directory = Path(current_app.instance_path) / "outbox"
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def send(self, msg: Message, name: str = "") -> str:
+        name = name or f"adhoc-{uuid.uuid4().hex}"
+        path = self.directory / f"{name}.eml"
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(to_bytes(msg))
         os.replace(tmp, path)  # never a half-written .eml
         return str(path)
-    smtp_cls = smtplib.SMTP_SSL if cfg.get("MAIL_USE_SSL") else smtplib.SMTP
-    with smtp_cls(cfg["MAIL_SERVER"], cfg["MAIL_PORT"], timeout=30) as smtp:
-        if cfg.get("MAIL_USE_TLS"):
-            smtp.starttls()
-        if cfg.get("MAIL_USERNAME"):
-            smtp.login(cfg["MAIL_USERNAME"], cfg["MAIL_PASSWORD"] or "")
-        smtp.send_message(msg)
-    return msg["Message-ID"]
+
+    def close(self) -> None:
+        return None
 
 
-def send_email(to: str, template: str, subject: str, **context) -> str:
-    return deliver(compose(to, template, subject, **context))
+def open_transport() -> SmtpTransport | OutboxTransport:
+    """The transport for this app: SMTP when MAIL_SERVER is set, else the .eml outbox."""
+    return SmtpTransport() if current_app.config.get("MAIL_SERVER") else OutboxTransport()
+
+
+def send_email(to: str, template: str, subject: str, *, locale: str = DEFAULT_LOCALE,
+               **context) -> str:
+    """Render and send one email now, with no outbox row (ad-hoc and operator mail only)."""
+    text, html = render(template, locale, **context)
+    msg = build(to, subject, text, html, message_id=message_id_for(uuid.uuid4().hex[:12]))
+    transport = open_transport()
+    try:
+        return transport.send(msg)
+    finally:
+        transport.close()
+
+
+def _classify(code: int, reply: bytes | str, what: str, *, bounce: bool = False) -> DeliveryError:
+    text = f"{what}: {code} {_short(reply)}"
+    if 400 <= code < 500:
+        return Retry(text, code)
+    return Refused(text, code, bounce=bounce and code in (550, 551, 553))
+
+
+def _provider_id(reply: bytes | str) -> str | None:
+    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+    for pattern in _QUEUE_IDS:
+        match = pattern.search(text)
+        if match:
+            return match.group(1)
+    return None
+
+
+def _short(value: object) -> str:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return str(value).replace("\n", " ")[:300]

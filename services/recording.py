@@ -19,6 +19,7 @@ from extensions import db
 from models import Customer, CustomerEvent, Link, SavedPaymentMethod
 from models.types import utcnow
 from services import links as link_service
+from services.emails import queue_confirmation_email
 from services.stripe_gateway import StripeGateway
 
 log = logging.getLogger(__name__)
@@ -150,6 +151,8 @@ def record_setup(
                      "subscriptions_updated": changed},
         )
     )
+    # The confirmation email goes out after the caller's commit (queued once per saved card).
+    queue_confirmation_email(customer.id, row.id)
     log.info("card recorded customer=%s link=%s via=%s subscriptions=%d",
              customer.legacy_id, link.public_id, via, changed)
     return Recorded(row, created=True)

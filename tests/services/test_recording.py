@@ -126,3 +126,19 @@ def test_setup_intent_without_our_metadata_is_not_ours(env, localstripe_url):
     confirm_setup_intent(localstripe_url, foreign["id"])
     with pytest.raises(SetupNotOurs):
         card_setup.finish_setup_intent(foreign["id"], gateway, via="webhook")
+
+
+def test_a_newly_recorded_card_queues_one_confirmation_email(env, localstripe_url):
+    from models import Email
+
+    gateway, link, customer = env
+    seti = card_setup.open_setup_intent(link, gateway)
+    confirm_setup_intent(localstripe_url, seti["id"])
+    card_setup.finish_setup_intent(seti["id"], gateway, via="browser", link=link)
+    db.session.commit()
+    card_setup.finish_setup_intent(seti["id"], gateway, via="webhook")
+    db.session.commit()
+    emails = db.session.execute(
+        select(Email).where(Email.kind == "confirmation")).scalars().all()
+    assert len(emails) == 1
+    assert emails[0].to_address == customer.email

@@ -1,0 +1,449 @@
+"""Delivering the outbox: claim due rows, send them in order, recover from dead workers.
+
+The guarantee is *at most once* per email, and here is the whole argument:
+
+1. A worker claims a batch in one committed UPDATE (`queued` → `sending`, with its claim
+   token); the UPDATE only matches `queued` rows, so two workers never hold the same row.
+   The claim row also records `in_flight_through`: the highest id that may go on the wire
+   before the worker's next commit (the first MAIL_COMMIT_EVERY emails; default 1).
+2. The worker sends in id order over one connection. After each group it commits the group's
+   outcomes (`sent`, back to `queued`, `failed`) and moves `in_flight_through` on to the next
+   group, all in one commit, before the next group's first email goes.
+3. So when a worker dies, only its `sending` rows with id ≤ `in_flight_through` can have
+   reached the SMTP server. The reaper marks those `failed` ("may have been delivered") and
+   never resends them; every other row of the dead claim goes back to `queued`.
+
+A claim is dead when its worker ran on this host and that process is gone, or when its
+heartbeat (bumped at every commit) is older than MAIL_CLAIM_LEASE_SECONDS. A slow worker
+that lost its claim notices at its next commit (its conditional UPDATE matches nothing) and
+stops; it never sends past the `in_flight_through` it committed, so nothing goes twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from flask import current_app
+from sqlalchemy import bindparam, delete, func, insert, or_, select, update
+from sqlalchemy.orm import selectinload
+
+from extensions import db
+from models import Customer, CustomerEvent, Email, EmailClaim
+from models.types import UTCDateTime, utcnow
+from services import campaigns, mailer, throttle
+from services.emails import compose, mark_bounced
+from services.queue import deliver_after_commit
+
+log = logging.getLogger(__name__)
+
+MAYBE_DELIVERED = ("worker stopped while handing this email to the SMTP server; it may have "
+                   "been delivered, so it is not sent again automatically")
+
+
+@dataclass
+class Report:
+    sent: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    retrying: int = 0
+    stopped: bool = False  # the connection failed or the claim was lost: try again later
+    retry_at: datetime | None = None  # when the ids still queued are next due
+    throttled_until: datetime | None = None
+    sent_ids: list[int] = field(default_factory=list)
+
+
+def _cfg(name: str, default):
+    return current_app.config.get(name, default)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def backoff(attempts: int) -> timedelta:
+    base = float(_cfg("MAIL_RETRY_BASE_SECONDS", 60))
+    cap = float(_cfg("MAIL_RETRY_MAX_SECONDS", 3600))
+    seconds = min(cap, base * 2 ** max(0, attempts - 1))
+    return timedelta(seconds=seconds * random.uniform(1.0, 1.1))  # spread a herd of retries
+
+
+# -- recovering from dead workers ----------------------------------------------------------------
+def _pid_gone(worker: str) -> bool:
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def reap_dead_claims(now: datetime | None = None) -> list[int]:
+    """Release the rows of dead claims (see the module docstring); returns the requeued ids."""
+    now = now or utcnow()
+    lease = timedelta(seconds=float(_cfg("MAIL_CLAIM_LEASE_SECONDS", 120)))
+    host_prefix = socket.gethostname() + ":"
+    candidates = db.session.execute(
+        select(EmailClaim).where(
+            or_(EmailClaim.heartbeat_at < now - lease, EmailClaim.worker.startswith(host_prefix))
+        )
+    ).scalars().all()
+    requeued: list[int] = []
+    for claim in candidates:
+        if claim.heartbeat_at >= now - lease and not _pid_gone(claim.worker):
+            continue
+        token, worker, through = claim.token, claim.worker, claim.in_flight_through
+        # Deleting first makes two reapers (or a reaper and the owner) take turns on one claim.
+        if not db.session.execute(delete(EmailClaim).where(EmailClaim.token == token)).rowcount:
+            continue
+        requeued += _release(token, now, worker, through)
+    # Rows whose claim row vanished (should not happen; a hand-edited database) go the same way.
+    orphans = db.session.execute(
+        select(Email.claim_token).where(
+            Email.status == "sending", Email.updated_at < now - lease,
+            ~select(EmailClaim.id).where(EmailClaim.token == Email.claim_token).exists(),
+        ).distinct()
+    ).scalars().all()
+    for token in orphans:
+        requeued += _release(token, now, "unknown", None)
+    if requeued:
+        deliver_after_commit(db.session(), requeued)
+    return requeued
+
+
+def _release(token: str | None, now: datetime, worker: str, through: int | None) -> list[int]:
+    """Give up the rows that may be on the wire (id ≤ `through`; the lowest if unknown) and
+    put the others back in the queue; returns the requeued ids."""
+    ids = db.session.execute(
+        select(Email.id).where(Email.claim_token == token, Email.status == "sending")
+        .order_by(Email.id)
+    ).scalars().all()
+    if not ids:
+        return []
+    through = ids[0] if through is None else through
+    maybe = [i for i in ids if i <= through]
+    rest = [i for i in ids if i > through]
+    log.warning("reaping claim of dead worker %s: %d email(s) maybe delivered, %d requeued",
+                worker, len(maybe), len(rest))
+    if maybe:
+        db.session.execute(
+            update(Email).where(Email.id.in_(maybe))
+            .values(status="failed", last_error=MAYBE_DELIVERED, claim_token=None,
+                    attempts=Email.attempts + 1, updated_at=now)
+        )
+    if rest:
+        db.session.execute(
+            update(Email).where(Email.id.in_(rest))
+            .values(status="queued", claim_token=None, next_attempt_at=now, updated_at=now)
+        )
+    return rest
+
+
+# -- claiming ------------------------------------------------------------------------------------
+@dataclass
+class Claim:
+    token: str
+    emails: list[Email]
+    paced: bool = False  # each email waits for a slot from the campaign throttle
+    group: int = 1  # emails sent between two commits
+    rates: dict = field(default_factory=dict)  # wave id → its own rate per minute
+
+
+def _due(ids: list[int] | None, throttled: bool, now: datetime):
+    query = select(Email.id).where(
+        Email.status == "queued", Email.next_attempt_at <= now, Email.throttled.is_(throttled)
+    )
+    if ids is not None:
+        query = query.where(Email.id.in_(ids))
+    return query.order_by(Email.id)
+
+
+def claim(ids: list[int] | None, *, throttled: bool, now: datetime | None = None,
+          report: Report | None = None) -> Claim | None:
+    """Take due rows for this worker (caller commits), or None: up to MAIL_BATCH_SIZE, and
+    for throttled mail only what this worker can send soon at the campaign rate."""
+    now = now or utcnow()
+    batch = int(_cfg("MAIL_BATCH_SIZE", 50))
+    if throttled:
+        backlog = throttle.throttle_backlog()
+        horizon = float(_cfg("MAIL_THROTTLE_HORIZON_SECONDS", 10))
+        if backlog > horizon:  # other workers already hold the next `horizon` seconds
+            if report is not None:
+                wait = max(backlog, throttle.queue_wait(min(ids) if ids else None)) - horizon
+                report.throttled_until = now + timedelta(seconds=wait)
+            return None
+        batch = throttle.claim_size(batch)
+    chosen = _due(ids, throttled, now).limit(batch).with_for_update(skip_locked=True) \
+        .scalar_subquery()
+    token = uuid.uuid4().hex
+    claimed = db.session.execute(
+        update(Email).where(Email.id.in_(chosen), Email.status == "queued")
+        .values(status="sending", claim_token=token, updated_at=now)
+        .returning(Email.id)
+    ).scalars().all()
+    if not claimed:
+        return None
+    held = EmailClaim(token=token, worker=worker_name(), claimed_at=now, heartbeat_at=now)
+    db.session.add(held)
+    emails = db.session.execute(
+        select(Email).where(Email.id.in_(claimed)).order_by(Email.id)
+        .options(selectinload(Email.customer).selectinload(Customer.migrated_cards),
+                 selectinload(Email.link))
+        .execution_options(populate_existing=True)
+    ).scalars().all()
+    live = _prepare(emails, now)
+    db.session.flush()
+    if report is not None:
+        report.cancelled += len(emails) - len(live)
+    if not live:
+        db.session.delete(held)
+        return None
+    # Paced mail waits between emails: commit each one, so a crash costs at most one.
+    rates = throttle.wave_rates({e.wave_id for e in live if e.wave_id}) if throttled else {}
+    paced = throttled and throttle.paced(rates.values())
+    group = 1 if paced else max(1, int(_cfg("MAIL_COMMIT_EVERY", 1)))
+    held.in_flight_through = live[min(group, len(live)) - 1].id
+    return Claim(token, live, paced, group, rates)
+
+
+def _prepare(emails: list[Email], now: datetime) -> list[Email]:
+    """Cancel what is no longer wanted; give link emails a live link. Returns what goes."""
+    reasons = campaigns.prepare_batch(emails, now)
+    for email in emails:
+        if email.id in reasons:
+            email.status, email.last_error, email.claim_token = \
+                "cancelled", reasons[email.id], None
+    return [e for e in emails if e.id not in reasons]
+
+
+# -- sending -------------------------------------------------------------------------------------
+def deliver(ids: list[int] | None, *, commit: Callable[[], None],
+            sleep: Callable[[float], None] = time.sleep) -> Report:
+    """Send the due emails among `ids` (all due emails when None); `report.retry_at` says
+    when to come back for those that must wait.
+
+    `commit` is the caller's: it is called after each claim and after each group of outcomes,
+    which is what bounds what a crash can cost (module docstring).
+    """
+    report = Report()
+    reap_dead_claims()
+    commit()
+    session = db.session()
+    # The batch's rows were read fresh when claimed; reloading every one of them after each
+    # per-email commit would cost more than sending it.
+    expire, session.expire_on_commit = session.expire_on_commit, False
+    transport = mailer.open_transport()
+    try:
+        for throttled in (False, True):
+            while not report.stopped:
+                held = claim(ids, throttled=throttled, report=report)
+                commit()
+                if held is None:
+                    break
+                _send_claim(held, transport, commit, report, sleep)
+    finally:
+        transport.close()
+        session.expire_on_commit = expire
+    if ids and report.throttled_until is not None:
+        # Waiting for the throttle is not being overdue: the pump must not queue these again.
+        db.session.execute(
+            update(Email).where(Email.id.in_(ids), Email.status == "queued",
+                                Email.next_attempt_at < report.throttled_until)
+            .values(next_attempt_at=report.throttled_until)
+            .execution_options(synchronize_session=False))
+        commit()
+    if ids:
+        report.retry_at = db.session.execute(
+            select(Email.next_attempt_at).where(Email.id.in_(ids), Email.status == "queued")
+            .order_by(Email.next_attempt_at).limit(1)
+        ).scalar_one_or_none()
+        if report.throttled_until and report.retry_at is not None:
+            report.retry_at = max(report.retry_at, report.throttled_until)
+    return report
+
+
+def _send_claim(held: Claim, transport, commit, report: Report, sleep) -> None:
+    """Send a claim's emails in groups; each group's outcomes, and how far the next group may
+    go, are committed before the next group's first email goes on the wire."""
+    lease = float(_cfg("MAIL_CLAIM_LEASE_SECONDS", 120))
+
+    def wait_for_slot(email: Email) -> None:
+        # Between composing and sending: the throttle spaces the sends themselves.
+        slot = throttle.reserve_send_slot(held.rates.get(email.wave_id))
+        if slot is not None and slot - time.time() > lease / 4:
+            _heartbeat(held.token)
+        commit()
+        if slot is not None and slot > time.time():
+            sleep(slot - time.time())
+
+    emails, start = held.emails, 0
+    while start < len(emails):
+        group = emails[start:start + held.group]
+        done: list[tuple[Email, Outcome]] = []
+        for email in group:
+            now = utcnow()
+            try:
+                done.append((email, _send_one(email, transport, now,
+                                              wait_for_slot if held.paced else None)))
+            except mailer.ConnectionLost as exc:
+                _record(held.token, done, report)
+                _requeue_rest(held, emails.index(email), now, str(exc), report)
+                _finish(held.token)
+                commit()
+                report.stopped = True
+                return
+        if not _record(held.token, done, report):
+            commit()  # what still matched was ours and went; the rest is the reaper's now
+            log.warning("claim %s was taken over; stopping this batch", held.token)
+            report.stopped = True
+            return
+        start += held.group
+        if start < len(emails):
+            _advance(held.token, emails[min(start + held.group, len(emails)) - 1].id)
+        else:
+            _finish(held.token)
+        commit()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # sent | retry | failed | bounced
+    detail: str  # provider id when sent, else the error
+    message_id: str | None = None
+    at: datetime = field(default_factory=utcnow)  # when the transport answered
+
+
+def _send_one(email: Email, transport, now: datetime, wait_for_slot) -> Outcome:
+    """Compose and hand one email to the transport; ConnectionLost stops the batch."""
+    url = campaigns.signed_url(email.link) if email.link is not None else None
+    try:
+        subject, text, html = compose(email, url, now=now,
+                                      first_sent=campaigns.first_sent_at(email))
+        msg = mailer.build(email.to_address, subject, text, html,
+                           message_id=mailer.message_id_for(email.id),
+                           headers={"X-Cardbridge-Email": str(email.id)})
+    except Exception as exc:  # a template bug fails this email, not the whole batch
+        log.exception("could not compose email %s", email.id)
+        return Outcome("failed", f"could not compose: {type(exc).__name__}")
+    if wait_for_slot is not None:
+        wait_for_slot(email)
+    try:
+        provider_id = transport.send(msg, name=f"{email.id:08d}-{email.kind}")
+    except mailer.MaybeDelivered as exc:
+        return Outcome("failed", f"{exc}; it may have been delivered, so it is not sent again "
+                                 "automatically", msg.msgId)
+    except mailer.Refused as exc:
+        return Outcome("bounced" if exc.bounce else "failed", str(exc), msg.msgId)
+    except mailer.ConnectionLost:
+        raise
+    except mailer.Retry as exc:
+        return Outcome("retry", str(exc), msg.msgId)
+    return Outcome("sent", provider_id, msg.msgId)
+
+
+_RECORD = (
+    update(Email.__table__)
+    .where(Email.id == bindparam("e_id"), Email.claim_token == bindparam("e_token"),
+           Email.status == "sending")
+    .values(status=bindparam("e_status"), claim_token=None, attempts=Email.attempts + 1,
+            sent_at=bindparam("e_sent_at"), provider_message_id=bindparam("e_provider_id"),
+            message_id=bindparam("e_message_id"), link_id=bindparam("e_link_id"),
+            last_error=bindparam("e_error"), updated_at=bindparam("e_now"),
+            next_attempt_at=func.coalesce(bindparam("e_next", type_=UTCDateTime),
+                                          Email.next_attempt_at))
+)
+
+
+def _record(token: str, done: list[tuple[Email, Outcome]], report: Report) -> bool:
+    """Write a group's outcomes, only for rows this worker still holds; False if any was lost."""
+    if not done:
+        return True
+    now, max_attempts = utcnow(), int(_cfg("MAIL_MAX_ATTEMPTS", 12))
+    rows = []
+    for email, outcome in done:
+        status, next_at = outcome.status, None
+        if status == "retry" and email.attempts + 1 < max_attempts:
+            status, next_at = "queued", now + backoff(email.attempts + 1)
+        elif status != "sent":
+            status = "failed"
+        rows.append({"e_id": email.id, "e_token": token, "e_status": status,
+                     "e_sent_at": outcome.at if status == "sent" else None,
+                     "e_provider_id": outcome.detail[:255] if status == "sent" else None,
+                     "e_message_id": outcome.message_id, "e_link_id": email.link_id,
+                     "e_error": None if status == "sent" else outcome.detail[:500],
+                     "e_now": now, "e_next": next_at})
+    matched = db.session.execute(_RECORD, rows).rowcount
+    sent = [(email, outcome) for (email, outcome), row in zip(done, rows, strict=True)
+            if row["e_status"] == "sent"]
+    report.sent += len(sent)
+    report.sent_ids += [email.id for email, _ in sent]
+    report.retrying += sum(1 for row in rows if row["e_status"] == "queued")
+    report.failed += sum(1 for row in rows if row["e_status"] == "failed")
+    if matched != len(rows):
+        return False
+    if sent:
+        db.session.execute(insert(CustomerEvent), [
+            {"customer_id": email.customer_id, "link_id": email.link_id, "kind": "emailed",
+             "at": outcome.at, "details": {"email": email.id, "kind": email.kind,
+                                           "wave": email.wave_id, "step": email.step}}
+            for email, outcome in sent])
+    for email, _ in sent:
+        if email.link is not None and email.customer.status == "needs_update":
+            # The link was live when claimed and has just been emailed: SPEC's "invited".
+            email.customer.status = "invited"
+    for email, outcome in done:
+        if outcome.status == "bounced":
+            mark_bounced(email.to_address, source="smtp", reason=outcome.detail,
+                         provider_message_id=outcome.message_id)
+    return True
+
+
+def _requeue_rest(held: Claim, index: int, now: datetime, error: str, report: Report) -> None:
+    """The server is unreachable: this email and the rest of the batch wait and try again."""
+    rest = [e.id for e in held.emails[index:]]
+    attempts = max(e.attempts for e in held.emails[index:]) + 1
+    db.session.execute(
+        update(Email).where(Email.id.in_(rest), Email.claim_token == held.token,
+                            Email.status == "sending")
+        .values(status="queued", claim_token=None, attempts=Email.attempts + 1,
+                last_error=error[:500], next_attempt_at=now + backoff(attempts), updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    report.retrying += len(rest)
+
+
+def _heartbeat(token: str) -> None:
+    db.session.execute(
+        update(EmailClaim).where(EmailClaim.token == token).values(heartbeat_at=utcnow())
+    )
+
+
+def _advance(token: str, through_id: int) -> None:
+    """The next group may go: up to `through_id` may be on the wire before the next commit."""
+    db.session.execute(
+        update(EmailClaim).where(EmailClaim.token == token)
+        .values(heartbeat_at=utcnow(), in_flight_through=through_id)
+    )
+
+
+def _finish(token: str) -> bool:
+    return bool(db.session.execute(delete(EmailClaim).where(EmailClaim.token == token)).rowcount)
+
+
+def overdue_ids(due_before: datetime, limit: int = 10_000) -> list[int]:
+    """Queued rows due before `due_before`: their task was lost, or workers are behind."""
+    return list(db.session.execute(
+        select(Email.id).where(Email.status == "queued", Email.next_attempt_at <= due_before)
+        .order_by(Email.id).limit(limit)
+    ).scalars())

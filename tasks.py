@@ -1,0 +1,71 @@
+"""Queue entry points: each takes ids (or nothing), runs in the app context, calls one service.
+
+Delivery commits once per email rather than once per task: that commit is what bounds a crash
+to the one email on the wire (services/outbox.py). Everything else commits once.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from huey import crontab
+
+from extensions import db, huey
+from models.types import utcnow
+
+log = logging.getLogger(__name__)
+
+PUMP_GRACE = timedelta(minutes=5)  # a due row older than this has lost its task (or waits)
+
+
+@huey.task()
+def deliver_emails(email_ids: list[int]) -> None:
+    """Send these outbox rows if they are still due; come back later for any that must wait."""
+    from services import outbox
+
+    with huey.app_context():
+        report = outbox.deliver(list(email_ids), commit=db.session.commit)
+        if report.retry_at is not None:
+            deliver_emails.schedule(args=(list(email_ids),), eta=report.retry_at)
+
+
+def _pump(grace: timedelta) -> int:
+    """Release dead workers' rows and ask again for due rows nobody is sending."""
+    from services import outbox
+    from services.queue import enqueue_delivery
+
+    with huey.app_context():
+        outbox.reap_dead_claims()
+        db.session.commit()  # the reaper's own requeued rows are enqueued by this commit
+        ids = outbox.overdue_ids(utcnow() - grace)
+    if ids:
+        enqueue_delivery([(ids, None, False)])
+    return len(ids)
+
+
+def _plan_reminders() -> int:
+    from services import campaigns
+
+    with huey.app_context():
+        queued = campaigns.plan_reminders()
+        db.session.commit()
+    if queued:
+        log.info("queued %d reminders", queued)
+    return queued
+
+
+@huey.periodic_task(crontab(minute="*"))
+def pump_outbox() -> None:
+    _pump(PUMP_GRACE)
+
+
+@huey.periodic_task(crontab(minute="*/10"))
+def plan_reminders() -> None:
+    _plan_reminders()
+
+
+def catch_up() -> None:
+    """What the periodic tasks do, all at once and with no grace (for `flask worker --burst`)."""
+    _plan_reminders()
+    _pump(timedelta(0))

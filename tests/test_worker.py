@@ -1,0 +1,211 @@
+"""The queue and `flask worker`: outages, a worker killed mid-batch, two workers, dead claims."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from smtp_sink import SmtpSink, drain, free_port, mail_config, queue_link_emails, worker_command
+from sqlalchemy import select
+
+from extensions import db, huey
+from models import Customer, Email, EmailClaim
+from models.types import utcnow
+from services import outbox
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL")
+
+
+@pytest.fixture
+def sink():
+    with SmtpSink() as running:
+        yield running
+
+
+def rows(app) -> list[Email]:
+    with app.app_context():
+        found = db.session.execute(select(Email).order_by(Email.id)).scalars().all()
+        db.session.expunge_all()
+        return found
+
+
+def test_emails_wait_in_sqlite_huey_under_instance_until_a_worker_runs(make_app,
+                                                                       make_customer, sink):
+    app = make_app(**mail_config(sink))
+    queue_link_emails(app, [make_customer()])
+    assert huey.backend == "sqlite"
+    assert (Path(app.instance_path) / "huey.db").exists()
+    assert huey.pending_count() == 1 and sink.received == []
+    assert drain(app) >= 1
+    assert len(sink.received) == 1 and rows(app)[0].status == "sent"
+
+
+def test_an_email_someone_waits_for_jumps_ahead_of_a_wave(make_app, make_customer):
+    app = make_app(**mail_config())
+    for _ in range(3):
+        make_customer()
+    waiting = make_customer(status="invited")
+    assert app.test_cli_runner().invoke(args=["campaign", "send"]).exit_code == 0
+    (fresh,) = queue_link_emails(app, [waiting], kind="fresh_link")
+    assert [task.args[0] for task in huey.pending()][0] == [fresh]
+
+
+def test_a_rolled_back_request_queues_nothing(make_app, make_customer):
+    app = make_app(**mail_config())
+    customer = make_customer()
+    with app.app_context():
+        from services.emails import send_link_email
+        from services.links import issue_link
+
+        fresh = db.session.get(Customer, customer.id)
+        send_link_email(fresh, issue_link(fresh, created_by="test"))
+        db.session.rollback()
+    assert huey.pending_count() == 0 and rows(app) == []
+
+
+def test_server_down_keeps_emails_queued_then_sends_each_exactly_once(make_app, make_customer):
+    port = free_port()  # nothing listens yet: the mail server is down
+    app = make_app(**mail_config(port=port, MAIL_RETRY_BASE_SECONDS=1.5))
+    customers = [make_customer() for _ in range(4)]
+    queue_link_emails(app, customers)
+    drain(app)
+    down = rows(app)
+    assert [e.status for e in down] == ["queued"] * 4
+    assert all(e.attempts == 1 and e.sent_at is None for e in down)
+    assert all("cannot reach the SMTP server" in e.last_error for e in down)
+    assert all(e.next_attempt_at > e.updated_at for e in down)  # backoff, not a busy loop
+
+    with SmtpSink(port) as sink:
+        drain(app)  # back up, but the retry is not due yet
+        assert sink.received == []
+        time.sleep(max(e.next_attempt_at for e in down).timestamp() - time.time() + 0.05)
+        drain(app)
+        drain(app)  # running again sends nothing more
+        assert sorted(sink.recipients()) == sorted(c.email for c in customers)
+    up = rows(app)
+    assert [e.status for e in up] == ["sent"] * 4
+    assert all(e.attempts == 2 and e.last_error is None for e in up)
+
+
+@pytest.mark.parametrize("group,given_up", [(1, [3]), (2, [3, 4])])
+def test_worker_killed_mid_batch_rerun_sends_the_rest_without_duplicates(
+        make_app, make_customer, sink, group, given_up):
+    """MAIL_COMMIT_EVERY=1 gives up only the email on the wire; 2 gives up its whole group."""
+    app = make_app(**mail_config(sink, MAIL_COMMIT_EVERY=group))
+    customers = [make_customer() for _ in range(6)]
+    queue_link_emails(app, customers)
+    sink.hold_at = 3  # the third message arrives, then the worker waits for "250" forever
+    log = Path(app.instance_path) / "worker.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(worker_command(app, "--burst", "--workers", "1"), cwd=ROOT,
+                                stdout=out, stderr=subprocess.STDOUT)
+        try:
+            assert sink.holding.wait(30), log.read_text()
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+    sink.release.set()
+    assert [e.status for e in rows(app)] == ["sent", "sent"] + ["sending"] * 4
+
+    drain(app)  # the rerun: finds the dead worker's claim, sends the rest
+    counts = Counter(sink.recipients())
+    assert set(counts.values()) == {1}  # nobody twice
+    after = rows(app)
+    assert [i + 1 for i, e in enumerate(after) if e.status == "failed"] == given_up
+    assert all("may have been delivered" in after[i - 1].last_error for i in given_up)
+    assert {e.status for i, e in enumerate(after, 1) if i not in given_up} == {"sent"}
+    assert sorted(counts) == sorted(c.email for i, c in enumerate(customers, 1)
+                                    if i not in given_up or i == 3)  # 3 did arrive
+    with app.app_context():
+        assert db.session.execute(select(EmailClaim)).scalars().all() == []
+
+
+@pytest.mark.redis
+def test_two_worker_processes_on_redis_send_each_email_once(make_app, make_customer, sink):
+    app = make_app(**mail_config(sink, REDIS_URL=TEST_REDIS_URL, MAIL_BATCH_SIZE=4))
+    assert huey.backend == "redis"
+    customers = [make_customer() for _ in range(40)]
+    try:
+        queue_link_emails(app, customers)
+        # Each worker's catch-up also queues every due row, so both chase the same rows.
+        procs = [subprocess.Popen(worker_command(app, "--burst", "--workers", "2"), cwd=ROOT,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                 for _ in range(2)]
+        for proc in procs:
+            out, err = proc.communicate(timeout=60)
+            assert proc.returncode == 0, err.decode()
+    finally:
+        huey.flush()
+    counts = Counter(sink.recipients())
+    assert len(counts) == 40 and set(counts.values()) == {1}
+    assert {e.status for e in rows(app)} == {"sent"}
+
+
+def test_many_threads_racing_on_one_batch_send_each_email_once(make_app, make_customer, sink):
+    app = make_app(**mail_config(sink, MAIL_BATCH_SIZE=3))
+    customers = [make_customer() for _ in range(24)]
+    ids = queue_link_emails(app, customers)
+    from services.queue import enqueue_delivery
+
+    with app.app_context():
+        enqueue_delivery([(ids, None, False)] * 4)  # four tasks for the same 24 rows
+    drain(app, workers=4)
+    counts = Counter(sink.recipients())
+    assert len(counts) == 24 and set(counts.values()) == {1}
+
+
+def test_dead_claims_are_released_and_only_the_email_on_the_wire_is_given_up(make_app,
+                                                                            make_customer):
+    app = make_app(**mail_config(MAIL_CLAIM_LEASE_SECONDS=60))
+    ids = queue_link_emails(app, [make_customer() for _ in range(5)])
+    with app.app_context():
+        held = outbox.claim(ids[:3], throttled=False)
+        alive = outbox.claim(ids[3:], throttled=False)
+        db.session.commit()
+        # The first claim's worker ran elsewhere and went quiet past the lease.
+        claim = db.session.execute(
+            select(EmailClaim).where(EmailClaim.token == held.token)).scalar_one()
+        claim.worker = "another-host:4242"
+        claim.heartbeat_at = utcnow() - timedelta(seconds=61)
+        db.session.commit()
+        assert outbox.reap_dead_claims() == ids[1:3]
+        db.session.commit()
+        statuses = {e.id: e.status for e in db.session.execute(select(Email)).scalars()}
+        assert statuses == {ids[0]: "failed", ids[1]: "queued", ids[2]: "queued",
+                            ids[3]: "sending", ids[4]: "sending"}  # a live claim is left be
+        # The quiet worker wakes up: its outcome for the first email is refused.
+        first = db.session.get(Email, ids[0])
+        assert not outbox._record(held.token, [(first, outbox.Outcome("sent", "x"))],
+                                  outbox.Report())
+        db.session.rollback()
+        assert alive is not None
+
+
+def test_claims_of_a_dead_local_process_are_released_at_once(make_app, make_customer):
+    app = make_app(**mail_config())
+    ids = queue_link_emails(app, [make_customer() for _ in range(2)])
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    with app.app_context():
+        held = outbox.claim(ids, throttled=False)
+        claim = db.session.execute(
+            select(EmailClaim).where(EmailClaim.token == held.token)).scalar_one()
+        claim.worker = f"{outbox.socket.gethostname()}:{gone.pid}"  # heartbeat still fresh
+        db.session.commit()
+        assert outbox.reap_dead_claims() == ids[1:]
+
+
+def test_worker_burst_command_drains_and_reports(make_app, make_customer, sink):
+    app = make_app(**mail_config(sink))
+    queue_link_emails(app, [make_customer() for _ in range(3)])
+    result = app.test_cli_runner().invoke(args=["worker", "--burst"])
+    assert result.exit_code == 0, result.output
+    assert "0 queued, 0 sending, 3 sent, 0 failed" in result.output
+    assert len(sink.received) == 3
