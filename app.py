@@ -9,7 +9,7 @@ from flask import Flask
 
 import security
 from config import derive, load_config
-from extensions import csrf, db, limiter, migrate
+from extensions import csrf, db, limiter, login_manager, migrate
 
 
 def create_app(config: Mapping | None = None) -> Flask:
@@ -36,7 +36,10 @@ def register_extensions(app: Flask) -> None:
     migrate.init_app(app, db, directory=os.path.join(os.path.dirname(__file__), "migrations"))
     csrf.init_app(app)
     limiter.init_app(app)
+    login_manager.init_app(app)
     security.init_app(app)
+    from services.queue import init_app as init_queue_mail_babel  # huey, Flask-Mail, Babel
+    init_queue_mail_babel(app)
     app.extensions.setdefault("stripe_gateway", StripeGateway.from_config(app.config))
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
         from sqlalchemy import event
@@ -53,13 +56,19 @@ def register_extensions(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
+    from blueprints.api import bp as api_bp
     from blueprints.csp import bp as csp_bp
     from blueprints.customer import bp as customer_bp
     from blueprints.health import bp as health_bp
+    from blueprints.hooks_email import bp as hooks_email_bp
+    from blueprints.support import bp as support_bp
     from blueprints.webhooks import bp as webhooks_bp
 
     for bp in (customer_bp, webhooks_bp, health_bp, csp_bp):
         app.register_blueprint(bp)
+    app.register_blueprint(support_bp)
+    app.register_blueprint(api_bp)
+    app.register_blueprint(hooks_email_bp)
 
 
 def register_error_handlers(app: Flask) -> None:

@@ -97,7 +97,7 @@ def load_config(instance_path: str | os.PathLike, env: dict | None = None) -> di
         raise ConfigError(
             f"PUBLIC_BASE_URL must start with http:// or https://, got {public_base!r}")
 
-    return {
+    settings = {
         "SECRET_KEY": secret_key,
         "LINK_SECRET_KEYS": link_keys,
         "SQLALCHEMY_DATABASE_URI": env.get("DATABASE_URL")
@@ -108,6 +108,8 @@ def load_config(instance_path: str | os.PathLike, env: dict | None = None) -> di
         "STRIPE_SECRET_KEY": stripe_secret,
         "STRIPE_PUBLISHABLE_KEY": stripe_publishable,
         "STRIPE_WEBHOOK_SECRET": env.get("STRIPE_WEBHOOK_SECRET") or None,
+        # Shared secret an ESP sends to POST /webhooks/email/bounce (503 there until set).
+        "BOUNCE_WEBHOOK_SECRET": env.get("BOUNCE_WEBHOOK_SECRET") or None,
         "STRIPE_API_BASE": env.get("STRIPE_API_BASE", "https://api.stripe.com").rstrip("/"),
         "STRIPE_JS_URL": env.get("STRIPE_JS_URL", "https://js.stripe.com/v3/"),
         "STRIPE_TIMEOUT_SECONDS": _int(env, "STRIPE_TIMEOUT_SECONDS", 20),
@@ -143,6 +145,24 @@ def load_config(instance_path: str | os.PathLike, env: dict | None = None) -> di
         "DEMO": demo,
         "DEBUG": debug,
     }
+    # Tuning knobs whose defaults live next to the code that uses them; set only when given.
+    for name in TUNING_INTS:
+        if env.get(name):
+            settings[name] = _int(env, name, 0)
+    for name in TUNING_LIMITS:
+        if env.get(name):
+            settings[name] = env[name]
+    return settings
+
+
+TUNING_INTS = (
+    "STAFF_IDLE_TIMEOUT_SECONDS", "STAFF_SESSION_LIFETIME_SECONDS", "MAIL_TIMEOUT_SECONDS",
+    "MAIL_THROTTLE_HORIZON_SECONDS", "MAIL_COMMIT_EVERY", "MAIL_CLAIM_LEASE_SECONDS",
+)
+TUNING_LIMITS = (  # Flask-Limiter strings such as "10 per minute;100 per hour"
+    "STAFF_LOGIN_LIMIT_PER_IP", "STAFF_LOGIN_LIMIT_PER_ACCOUNT", "STAFF_LINK_LIMIT",
+    "STAFF_CUSTOMER_LINK_LIMIT", "API_RATE_LIMIT",
+)
 
 
 def derive(config, explicit=frozenset()) -> None:

@@ -12,3 +12,15 @@ def register(app: Flask) -> None:
 
     app.cli.add_command(links_cli)
     app.cli.add_command(demo)
+    from commands.imports import export, import_customers, import_mapping, report
+
+    for command in (import_customers, import_mapping, report, export):
+        app.cli.add_command(command)
+    from commands.staff import api_token_cli, staff_cli
+
+    app.cli.add_command(staff_cli)
+    app.cli.add_command(api_token_cli)
+    from commands.campaigns import bounce_cli, campaign_cli, worker
+
+    for command in (campaign_cli, worker, bounce_cli):
+        app.cli.add_command(command)
