@@ -26,6 +26,8 @@ lint: install
 
 bench: install
 	@$(BIN)/python bench/page.py
+	@$(BIN)/python bench/import.py
+	@$(BIN)/python bench/email.py
 
 clean:
 	rm -rf $(VENV) instance/cardbridge.db* instance/outbox

@@ -43,5 +43,43 @@ window.cardbridge = (function () {
                    "js.stripe.com if a content blocker is on, then reload this page.");
   }
 
-  return { post: post, ui: ui, opened: opened, unavailable: unavailable };
+  // The Save flow both Elements forms share: ask our server for the SetupIntent, let Stripe
+  // confirm it (`confirm(clientSecret)` → {error} | {setupIntent}), then tell our server, which
+  // reads the result back from Stripe. `check()` may stop it before any SetupIntent is made.
+  function onSave(form, cfg, view, confirm, check) {
+    let working = false;
+    form.addEventListener("submit", async function (event) {
+      event.preventDefault();
+      if (working) return;
+      working = true;
+      view.clear();
+      view.busy(true);
+      let leaving = false;
+      const leave = function (url) { leaving = true; window.location.assign(url); };
+      try {
+        if (check) {
+          const checked = await check();
+          if (checked.error) { view.error(checked.error.message); return; }
+        }
+        const intent = await post(cfg.intentUrl);
+        if (!intent.ok) { view.error(intent.data.message); return; }
+        if (intent.data.redirect) { leave(intent.data.redirect); return; }
+        const result = await confirm(intent.data.client_secret);
+        if (result.error) {
+          view.error(result.error.message || "Your card could not be saved. Please try another card.");
+          return;
+        }
+        const done = await post(cfg.completeUrl, { setup_intent: result.setupIntent.id });
+        if (!done.ok) { view.error(done.data.message); return; }
+        leave(done.data.redirect);
+      } catch (err) {
+        view.error("We could not reach the server. Check your connection and try again.");
+      } finally {
+        working = false;
+        if (!leaving) view.busy(false);
+      }
+    });
+  }
+
+  return { post: post, ui: ui, opened: opened, unavailable: unavailable, onSave: onSave };
 })();

@@ -18,39 +18,12 @@
   payment.on("ready", function () { view.ready(); });
   window.cardbridge.opened(cfg.openedUrl);
 
-  let working = false;
-  form.addEventListener("submit", async function (event) {
-    event.preventDefault();
-    if (working) return;
-    working = true;
-    view.clear();
-    view.busy(true);
-    let leaving = false;
-    try {
-      const checked = await elements.submit();
-      if (checked.error) { view.error(checked.error.message); return; }
-      const intent = await window.cardbridge.post(cfg.intentUrl);
-      if (!intent.ok) { view.error(intent.data.message); return; }
-      if (intent.data.redirect) { leaving = true; window.location.assign(intent.data.redirect); return; }
-      const result = await stripe.confirmSetup({
-        elements: elements,
-        clientSecret: intent.data.client_secret,
-        confirmParams: { return_url: cfg.returnUrl },
-        redirect: "if_required",
-      });
-      if (result.error) {
-        view.error(result.error.message || "Your card could not be saved. Please try another card.");
-        return;
-      }
-      const done = await window.cardbridge.post(cfg.completeUrl, { setup_intent: result.setupIntent.id });
-      if (!done.ok) { view.error(done.data.message); return; }
-      leaving = true;
-      window.location.assign(done.data.redirect);
-    } catch (err) {
-      view.error("We could not reach the server. Check your connection and try again.");
-    } finally {
-      working = false;
-      if (!leaving) view.busy(false);
-    }
-  });
+  window.cardbridge.onSave(form, cfg, view, function (clientSecret) {
+    return stripe.confirmSetup({
+      elements: elements,
+      clientSecret: clientSecret,
+      confirmParams: { return_url: cfg.returnUrl },
+      redirect: "if_required",
+    });
+  }, function () { return elements.submit(); });
 })();
