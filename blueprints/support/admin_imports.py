@@ -24,6 +24,7 @@ from blueprints.support.guard import admin_only, client_ip
 from extensions import db
 from services import audit, import_jobs
 from services.reporting import export_csv as write_export
+from services.reporting import refresh_statuses
 
 
 def _reason() -> str | None:
@@ -93,6 +94,7 @@ def export_csv():
         return _page(400, export_error="Say why you are exporting (it holds every customer).")
     fd, path = tempfile.mkstemp(prefix="export-", suffix=".csv", dir=current_app.instance_path)
     try:
+        refresh_statuses()  # expired links and lapsed cards, as `flask export` does first
         with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
             write_export(fh)
         audit.record(current_user.email, "export.csv", None, ip=client_ip(), reason=reason)

@@ -204,7 +204,15 @@ def test_upload_needs_a_kind_a_file_and_a_reason(admin_client):
 
 
 def test_export_downloads_the_spec_csv_and_is_audited(app, admin_client, make_customer):
-    make_customer(legacy_id="E-1", stripe_customer_id="cus_E1", status="ready")
+    customer = make_customer(legacy_id="E-1", stripe_customer_id="cus_E1", status="ready")
+    make_customer(legacy_id="E-2", stripe_customer_id="cus_E2", status="ready")
+    with app.app_context():
+        from extensions import db
+        from models import MigratedCard
+
+        db.session.add(MigratedCard(customer_id=customer.id, old_card_id="c1",
+                                    stripe_id="card_E1", exp_month=12, exp_year=2099))
+        db.session.commit()
     refused = post(admin_client, "/support/admin/export.csv", {"reason": ""})
     assert refused.status_code == 400 and "Say why you are exporting" in refused.get_data(
         as_text=True)
@@ -214,7 +222,9 @@ def test_export_downloads_the_spec_csv_and_is_audited(app, admin_client, make_cu
     lines = response.get_data(as_text=True).splitlines()
     response.close()
     assert lines[0] == "legacy_customer_id,stripe_customer_id,status,payment_method_id,updated_at"
-    assert lines[1].startswith("E-1,cus_E1,ready,")
+    assert lines[1].startswith("E-1,cus_E1,ready,card_E1,")
+    # brought up to date first, as `flask export` does: no usable card → needs_update
+    assert lines[2].startswith("E-2,cus_E2,needs_update,")
     [row] = audit(app, "export.csv")
     assert (row.actor, row.reason) == ("admin@example.com", "billing sync")
 
