@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import select, update
+from sqlalchemy.orm import joinedload
 
 from extensions import db
 from models import Customer, CustomerEvent, Link
@@ -130,7 +131,10 @@ def load_link(token: str, *, now: datetime | None = None, allow_spent: bool = Fa
 def _find(public_id: object) -> Link | None:
     if not isinstance(public_id, str) or len(public_id) > 64:
         return None
-    return db.session.execute(select(Link).where(Link.public_id == public_id)).scalar_one_or_none()
+    # One round trip for what the page shows: the link, its customer and the migrated cards.
+    stmt = (select(Link).where(Link.public_id == public_id)
+            .options(joinedload(Link.customer).joinedload(Customer.migrated_cards)))
+    return db.session.execute(stmt).unique().scalar_one_or_none()
 
 
 def revoke_links(
