@@ -26,7 +26,37 @@ def create_app(config: Mapping | None = None) -> Flask:
     register_blueprints(app)
     register_error_handlers(app)
     register_commands(app)
+    register_template_helpers(app)
     return app
+
+
+def register_template_helpers(app: Flask) -> None:
+    """Jinja globals for the hot pages: computed once per process instead of on every render."""
+    import hashlib
+    from functools import lru_cache
+
+    from flask import g, request
+
+    static_dir = app.static_folder or ""
+
+    @lru_cache(maxsize=128)
+    def _static(script_root: str, filename: str) -> str:
+        # A content hash in the URL: browsers may keep the file, and a deploy changes the URL.
+        try:
+            with open(os.path.join(static_dir, filename), "rb") as fh:
+                version = hashlib.sha256(fh.read()).hexdigest()[:10]
+        except OSError:
+            version = ""
+        url = f"{script_root}{app.static_url_path}/{filename}"
+        return f"{url}?v={version}" if version else url
+
+    def static_url(filename: str) -> str:
+        # In debug the files change under a running server: hash them afresh each time.
+        build = _static.__wrapped__ if app.debug else _static
+        return build(request.script_root, filename)
+
+    app.jinja_env.globals["static_url"] = static_url
+    app.jinja_env.globals["csp_nonce"] = lambda: g.get("csp_nonce", "")
 
 
 def register_extensions(app: Flask) -> None:

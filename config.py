@@ -102,7 +102,6 @@ def load_config(instance_path: str | os.PathLike, env: dict | None = None) -> di
         "LINK_SECRET_KEYS": link_keys,
         "SQLALCHEMY_DATABASE_URI": env.get("DATABASE_URL")
         or f"sqlite:///{(instance / 'cardbridge.db').as_posix()}",
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
         "REDIS_URL": env.get("REDIS_URL") or None,
         "PUBLIC_BASE_URL": public_base,
         "STRIPE_SECRET_KEY": stripe_secret,
@@ -177,3 +176,8 @@ def derive(config, explicit=frozenset()) -> None:
     if "SESSION_COOKIE_NAME" not in explicit:
         secure_name = config["SESSION_COOKIE_SECURE"]
         config["SESSION_COOKIE_NAME"] = "__Host-session" if secure_name else "session"
+    if "SQLALCHEMY_ENGINE_OPTIONS" not in explicit:
+        # A database server can drop idle connections, so check each one out with a ping;
+        # a SQLite file cannot, and the ping would be one more statement on every request.
+        sqlite = config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite")
+        config["SQLALCHEMY_ENGINE_OPTIONS"] = {} if sqlite else {"pool_pre_ping": True}

@@ -1,4 +1,4 @@
-"""Unbound extension objects; `create_app` binds them. App-scoped services live in app.extensions."""
+"""Unbound extension objects; `create_app` binds them. App-scoped services: app.extensions."""
 
 from flask_babel import Babel
 from flask_limiter import Limiter

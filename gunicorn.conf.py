@@ -1,4 +1,4 @@
-"""gunicorn settings for `web` (Procfile) and bench/page.py: one place, so the bench measures prod."""
+"""gunicorn settings for `web` (Procfile) and bench/page.py: one place, the bench measures prod."""
 
 import multiprocessing
 import os

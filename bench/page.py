@@ -1,11 +1,13 @@
 """Requests per second of GET /u/<token> against a bare Flask route, same gunicorn settings.
 
-    .venv/bin/python bench/page.py [--seconds 8] [--connections 16]
+    .venv/bin/python bench/page.py [--seconds 8] [--connections 16] [--links 1000]
 
 Both servers run from gunicorn.conf.py (the Procfile's settings) on this machine and are
 loaded with wrk (Debian package `wrk`; installed if missing and apt is usable). The bare route
 returns a body of the same size as the real page, so the ratio measures our work: token
-check, database reads, template, CSP headers.
+check, database reads, template, session and CSRF cookie, CSP headers. wrk cycles through
+`--links` different customers' links, as real traffic would, so no cache of one page can
+flatter the figure; it sends no cookies, so every request is a first visit.
 """
 
 from __future__ import annotations
@@ -58,10 +60,27 @@ def ensure_wrk() -> str:
     return shutil.which("wrk") or sys.exit("wrk is needed: apt-get install wrk")
 
 
-def run_wrk(wrk: str, url: str, seconds: int, connections: int) -> float:
-    subprocess.run([wrk, "-t2", "-c4", "-d1s", url], capture_output=True)  # warm-up
-    out = subprocess.run([wrk, "-t2", f"-c{connections}", f"-d{seconds}s", url],
-                         capture_output=True, text=True, check=True).stdout
+# Each wrk thread walks the list of paths in turn (one Lua state per thread).
+ROTATE_LUA = """
+local paths, i = {}, 0
+for line in io.lines(os.getenv("BENCH_PATHS")) do paths[#paths + 1] = line end
+request = function()
+  i = i % #paths + 1
+  return wrk.format("GET", paths[i])
+end
+"""
+
+
+def run_wrk(wrk: str, url: str, paths: list[str], seconds: int, connections: int) -> float:
+    tmp = Path(tempfile.mkdtemp(prefix="cardbridge-wrk-"))
+    (tmp / "paths.txt").write_text("\n".join(paths) + "\n")
+    (tmp / "rotate.lua").write_text(ROTATE_LUA)
+    env = dict(os.environ, BENCH_PATHS=str(tmp / "paths.txt"))
+    cmd = [wrk, "-t2", "-s", str(tmp / "rotate.lua")]
+    subprocess.run([*cmd, "-c4", "-d1s", url], capture_output=True, env=env)  # warm-up
+    out = subprocess.run([*cmd, f"-c{connections}", f"-d{seconds}s", url],
+                         capture_output=True, text=True, check=True, env=env).stdout
+    shutil.rmtree(tmp, ignore_errors=True)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if non2xx:
         raise SystemExit(f"{url}: {non2xx.group(1)} error responses\n{out}")
@@ -81,6 +100,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--links", type=int, default=1000, help="distinct customer links")
     args = parser.parse_args()
     wrk = ensure_wrk()
     tmp = Path(tempfile.mkdtemp(prefix="cardbridge-bench-"))
@@ -101,14 +121,17 @@ def main() -> None:
     app = create_app({"INSTANCE_PATH": str(tmp / "instance")})
     with app.app_context():
         db.create_all()
-        customer = Customer(legacy_id="bench-1", email="bench@example.com", name="Bench",
-                            card_brand="Visa", card_last4="4242", card_exp_month=1,
-                            card_exp_year=2025)
-        db.session.add(customer)
-        db.session.flush()
-        token = issue_link(customer, created_by="bench").token
+        paths = []
+        for n in range(args.links):
+            customer = Customer(legacy_id=f"bench-{n}", email=f"bench{n}@example.com",
+                                name=f"Bench {n}", card_brand="Visa", card_last4="4242",
+                                card_exp_month=1, card_exp_year=2025)
+            db.session.add(customer)
+            db.session.flush()
+            paths.append(f"/u/{issue_link(customer, created_by='bench').token}")
         db.session.commit()
-        page_url = f"http://127.0.0.1:{app_port}/u/{token}"
+        page_url = f"http://127.0.0.1:{app_port}{paths[0]}"
+        app_url = f"http://127.0.0.1:{app_port}"
 
     servers = []
     try:
@@ -120,15 +143,15 @@ def main() -> None:
         bare_url = f"http://127.0.0.1:{bare_port}/bare"
         wait_up(bare_url)
 
-        page_rps = run_wrk(wrk, page_url, args.seconds, args.connections)
-        bare_rps = run_wrk(wrk, bare_url, args.seconds, args.connections)
+        page_rps = run_wrk(wrk, app_url, paths, args.seconds, args.connections)
+        bare_rps = run_wrk(wrk, bare_url, ["/bare"], args.seconds, args.connections)
     finally:
         for proc in servers:
             proc.send_signal(signal.SIGTERM)
         for proc in servers:
             proc.wait(timeout=20)
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"page GET /u/<token>: {page_rps:9.0f} req/s  ({size} bytes)")
+    print(f"page GET /u/<token>: {page_rps:9.0f} req/s  ({size} bytes, {args.links} links)")
     print(f"bare Flask route:    {bare_rps:9.0f} req/s")
     print(f"ratio page/bare:     {page_rps / bare_rps:9.2f}  (aim >= 0.80)")
 

@@ -54,3 +54,40 @@ def test_link_keys_default_to_secret_key_and_keep_their_order(tmp_path):
 def test_bad_settings_fail_fast_with_their_name(tmp_path, name, value):
     with pytest.raises(ConfigError, match=name):
         load_config(tmp_path, {"CARDBRIDGE_ENV": "development", name: value})
+
+
+def test_views_that_skip_the_rate_limiter_carry_no_limit(app):
+    """security.unmetered skips Flask-Limiter; a limit added to such a view would go unenforced."""
+    from flask_limiter.util import get_qualified_name
+
+    from extensions import limiter
+
+    unmetered = {endpoint: view for endpoint, view in app.view_functions.items()
+                 if getattr(view, "unmetered", False)}
+    assert {"customer.page", "health.healthz", "webhooks.stripe_webhook"} <= set(unmetered)
+    manager = limiter.limit_manager
+    for endpoint, view in unmetered.items():
+        assert get_qualified_name(view) not in limiter._marked_for_limiting, endpoint
+        assert not manager.has_hints(endpoint), endpoint
+        assert not manager._blueprint_limits.get(endpoint.split(".")[0]), endpoint
+
+
+def test_static_urls_carry_a_content_hash(app):
+    with app.test_request_context():
+        url = app.jinja_env.globals["static_url"]("css/app.css")
+    assert url.startswith("/static/css/app.css?v=") and len(url.split("v=")[1]) == 10
+    response = app.test_client().get(url)
+    response.close()
+    assert response.status_code == 200
+
+
+def test_sqlite_connections_are_not_pinged_but_server_ones_are(tmp_path):
+    from config import derive
+
+    config = load_config(tmp_path, {"CARDBRIDGE_ENV": "development"})
+    derive(config)
+    assert config["SQLALCHEMY_ENGINE_OPTIONS"] == {}
+    config = load_config(tmp_path, {"CARDBRIDGE_ENV": "development",
+                                    "DATABASE_URL": "postgresql+psycopg://db/x"})
+    derive(config)
+    assert config["SQLALCHEMY_ENGINE_OPTIONS"] == {"pool_pre_ping": True}

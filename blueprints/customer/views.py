@@ -20,9 +20,9 @@ from blueprints.customer import bp
 from extensions import db
 from models import CustomerEvent, Link
 from models.types import utcnow
-from security import link_page, stripe_page
+from security import link_page, stripe_page, unmetered
 from services import card_setup
-from services.links import LinkError, load_link
+from services.links import LinkError, LinkView, load_link, view_link
 from services.recording import Recorded, SetupNotFinished, SetupNotOurs
 from services.stripe_gateway import CardDeclined, GatewayError, StripeUnavailable
 
@@ -42,27 +42,29 @@ def invalid_link_page(err: LinkError, token: str = ""):
     )
 
 
-def _deadline(link: Link):
+def _deadline(link: Link | LinkView):
     cutover = current_app.config.get("CUTOVER_DATE")
     expires = link.expires_at.date()
     return min(cutover, expires) if cutover else expires
 
 
 @bp.route("/<token>", methods=["GET"])
+@unmetered
 @link_page
 def page(token: str):
     try:
-        link = load_link(token)
+        link = view_link(token)
     except LinkError as err:
         return invalid_link_page(err, token)
     form = current_app.config["CARD_FORM"]
-    session["link_token"] = token  # lets Checkout's cancel page bring the customer back
+    if session.get("link_token") != token:  # an unchanged session is not re-signed
+        session["link_token"] = token  # lets Checkout's cancel page bring the customer back
     g.csp_stripe = "checkout" if form == "checkout" else "elements"  # Stripe hosts: this page only
     return render_template(
         "customer/update.html",
-        token=token,
-        customer=link.customer,
-        card=link.customer.known_card(),
+        page_url=url_for("customer.page", token=token),
+        link=link,
+        card=link.card,
         deadline=_deadline(link),
         card_form=form,
         stripe_js_url=current_app.config["STRIPE_JS_URL"],

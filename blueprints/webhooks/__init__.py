@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from extensions import csrf, db
 from models import CustomerEvent, StripeEvent
+from security import unmetered
 from services import card_setup
 from services.recording import SetupNotFinished, SetupNotOurs, link_named_by
 from services.stripe_gateway import BadSignature, NotFound, StripeGateway, StripeUnavailable
@@ -65,6 +66,7 @@ HANDLERS = {
 
 @bp.post("/stripe")
 @csrf.exempt
+@unmetered
 def stripe_webhook():
     secret = current_app.config.get("STRIPE_WEBHOOK_SECRET")
     if not secret:

@@ -14,7 +14,7 @@ from extensions import db
 from models import Customer, Link
 from models.types import utcnow
 from services import links
-from services.links import SALT, LinkError, issue_link, load_link, revoke_links
+from services.links import SALT, LinkError, issue_link, load_link, revoke_links, view_link
 
 
 @pytest.fixture
@@ -32,6 +32,11 @@ def issue(customer, **kw):
 def reason(token, **kw):
     with pytest.raises(LinkError) as err:
         load_link(token, **kw)
+    if "allow_spent" not in kw:
+        # The page's own read (view_link, plain rows) must refuse for the same reason.
+        with pytest.raises(LinkError) as seen:
+            view_link(token, **kw)
+        assert seen.value.reason == err.value.reason
     return err.value.reason
 
 
@@ -182,3 +187,31 @@ def test_allow_spent_returns_used_link(customer):
 def test_unknown_link_id_with_valid_signature_is_tampered(customer, app):
     forged = URLSafeTimedSerializer(app.config["LINK_SECRET_KEYS"], salt=SALT).dumps("nope")
     assert reason(forged) == "tampered"
+
+
+def test_view_link_shows_what_the_page_needs(customer):
+    issued = issue(customer)
+    view = view_link(issued.token)
+    assert (view.public_id, view.legacy_id, view.customer_email, view.customer_name) == (
+        issued.link.public_id, customer.legacy_id, customer.email, customer.name)
+    assert view.expires_at == issued.link.expires_at
+    assert view.card is None  # no roster card, no migrated card
+
+
+def test_view_link_names_the_same_card_as_the_model(ctx, make_customer):
+    from models import MigratedCard
+
+    made = make_customer(card_brand="Visa", card_last4="1111", card_exp_month=1,
+                         card_exp_year=2024)
+    customer = db.session.get(Customer, made.id)
+    issued = issue(customer)
+    assert view_link(issued.token).card["last4"] == "1111"  # the roster's card, no migrated
+    for n, (last4, year) in enumerate([("2222", 2030), ("3333", 2031), ("4444", 2029)]):
+        db.session.add(MigratedCard(customer_id=customer.id, old_card_id=f"card_old_{n}",
+                                    stripe_id=f"card_new_{n}", brand="mastercard",
+                                    last4=last4, exp_month=5, exp_year=year))
+    db.session.commit()
+    db.session.expire_all()
+    expected = db.session.get(Customer, made.id).known_card()
+    assert expected["last4"] == "3333"
+    assert view_link(issued.token).card == expected
