@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-from functools import wraps
+from functools import lru_cache, wraps
 from urllib.parse import urlsplit
 
 from flask import Flask, current_app, g, request
+from flask.sessions import SecureCookieSessionInterface
+from itsdangerous import URLSafeTimedSerializer
 
 STRIPE_JS_HOSTS = ("https://js.stripe.com", "https://*.js.stripe.com")
 STRIPE_FRAME_HOSTS = STRIPE_JS_HOSTS + ("https://hooks.stripe.com",)
@@ -100,16 +102,26 @@ def _is_unmetered() -> bool:
     return getattr(view, "unmetered", False)
 
 
+_NONCE = "__nonce__"
+
+
 def build_csp(app: Flask, nonce: str, stripe: str | None) -> str:
-    script = ["'self'", f"'nonce-{nonce}'"]
-    style = ["'self'", f"'nonce-{nonce}'"]
+    """The policy for one response: the same few shapes every time, but a fresh nonce."""
+    shape = _csp_shape(stripe, app.config["STRIPE_JS_URL"], app.config["STRIPE_API_BASE"],
+                       app.config.get("LOGO_URL") or "")
+    return shape.replace(_NONCE, nonce)
+
+
+@lru_cache(maxsize=32)
+def _csp_shape(stripe: str | None, js_url: str, api_base: str, logo_url: str) -> str:
+    script = ["'self'", f"'nonce-{_NONCE}'"]
+    style = ["'self'", f"'nonce-{_NONCE}'"]
     connect = ["'self'"]
     frame = []
     img = ["'self'", "data:"]
     form_action = ["'self'"]
     if stripe:
-        offline = [o for o in (_origin(app.config["STRIPE_JS_URL"]),
-                               _origin(app.config["STRIPE_API_BASE"])) if o]
+        offline = [o for o in (_origin(js_url), _origin(api_base)) if o]
         offline = [o for o in dict.fromkeys(offline) if "stripe.com" not in o]
         script += [*STRIPE_JS_HOSTS, *offline]
         frame += [*STRIPE_FRAME_HOSTS, *offline]
@@ -117,8 +129,8 @@ def build_csp(app: Flask, nonce: str, stripe: str | None) -> str:
         img.append("https://*.stripe.com")
         if stripe == "checkout":
             form_action += [STRIPE_CHECKOUT_HOST, *offline]
-    if app.config.get("LOGO_URL"):
-        logo = _origin(app.config["LOGO_URL"])
+    if logo_url:
+        logo = _origin(logo_url)
         if logo:
             img.append(logo)
     directives = [
@@ -138,8 +150,26 @@ def build_csp(app: Flask, nonce: str, stripe: str | None) -> str:
     return "; ".join(directives)
 
 
+class SessionCookies(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, with the signing serializer built once per key set.
+
+    Flask builds a new one for every open and every save; it holds nothing per request.
+    """
+
+    def get_signing_serializer(self, app: Flask) -> URLSafeTimedSerializer | None:
+        if not app.secret_key:
+            return None
+        keys = (*(app.config.get("SECRET_KEY_FALLBACKS") or ()), app.secret_key)
+        cached = self.__dict__.get("_cached")
+        if cached is None or cached[0] != keys:
+            cached = (keys, super().get_signing_serializer(app))
+            self._cached = cached
+        return cached[1]
+
+
 def init_app(app: Flask) -> None:
     install_log_redaction()
+    app.session_interface = SessionCookies()
     from extensions import limiter
 
     if _is_unmetered not in limiter._request_filters:

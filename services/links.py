@@ -11,6 +11,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 
 from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
@@ -45,7 +46,12 @@ class IssuedLink:
 
 def _serializer() -> URLSafeTimedSerializer:
     # itsdangerous signs with the last key and verifies with all: LINK_SECRET_KEYS is newest last.
-    return URLSafeTimedSerializer(current_app.config["LINK_SECRET_KEYS"], salt=SALT)
+    return _serializer_for(tuple(current_app.config["LINK_SECRET_KEYS"]))
+
+
+@lru_cache(maxsize=8)
+def _serializer_for(keys: tuple[str, ...]) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(list(keys), salt=SALT)  # stateless once built: safe to share
 
 
 def _max_age_seconds() -> int:
@@ -184,7 +190,9 @@ def view_link(token: str, *, now: datetime | None = None) -> LinkView:
         raise LinkError(problem)
     if not isinstance(public_id, str) or len(public_id) > 64:
         raise LinkError("tampered")
-    rows = db.session.connection().execute(_VIEW_QUERY, {"public_id": public_id}).all()
+    # Straight from the pool, not through a Session: there is nothing to flush or roll back.
+    with db.engine.connect() as conn:
+        rows = conn.execute(_VIEW_QUERY, {"public_id": public_id}).all()
     if not rows:
         raise LinkError("tampered")
     first = rows[0]
