@@ -1,10 +1,11 @@
-"""The console's home: counts per status, the funnel and cards saved per day."""
+"""The console's home: counts per status, the funnel, each wave's funnel, cards saved per day."""
 
 from __future__ import annotations
 
 from flask import render_template
 
 from blueprints.support import bp
+from services import campaigns
 from services import dashboard as progress
 from services.charts import bar_chart
 
@@ -23,5 +24,5 @@ def dashboard():
     return render_template(
         "support/dashboard.html", counts=counts, total=sum(counts.values()),
         funnel=progress.funnel(counts), failures=progress.setup_failures(), days=days,
-        total_days=total_days, chart=chart,
+        total_days=total_days, chart=chart, waves=campaigns.wave_funnel(limit=5),
     )

@@ -4,11 +4,16 @@ dashboard counts it. Screenshots at laptop and phone widths; axe on the main pag
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Browser, Page, expect
+from sqlalchemy import select
 
 from extensions import db
+from models import Customer, Email, Wave
+from models.types import utcnow
 from tests.e2e.conftest import CSP_LISTENER, BrowserLog, add_customer, assert_page_clean, shoot
 from tests.support.staff_helpers import FAST_HASH, create_staff
 
@@ -113,6 +118,17 @@ def test_staff_copy_a_link_the_customer_saves_a_card_and_the_dashboard_counts_it
     assert_page_clean(customer, customer_log)
     customer.context.close()
 
+    # As if a wave had emailed Pat an hour ago: the dashboard credits that wave too.
+    with app.app_context():
+        pat = db.session.execute(select(Customer).filter_by(legacy_id="CB-4242")).scalar_one()
+        wave = Wave(created_by=staff.email, status_filter="needs_update", queued=1)
+        db.session.add(wave)
+        db.session.flush()
+        db.session.add(Email(customer_id=pat.id, wave_id=wave.id, kind="link", status="sent",
+                             to_address=pat.email, sent_at=utcnow() - timedelta(hours=1)))
+        db.session.commit()
+        db.session.remove()
+
     # The dashboard counts it: one more updated, the funnel shows the page opened and started.
     page.goto(f"{base}/support/")
     expect(page.locator('[data-status="updated"]')).to_have_text("1")
@@ -120,6 +136,7 @@ def test_staff_copy_a_link_the_customer_saves_a_card_and_the_dashboard_counts_it
     expect(page.locator('[data-stage="opened"]')).to_contain_text("1")
     expect(page.locator('[data-stage="started"]')).to_contain_text("1")
     expect(page.locator("svg.chart rect.chart-bar")).to_have_count(30)
+    expect(page.locator('.wave-funnel [data-funnel="updated"]')).to_contain_text("1 (100%)")
     check_page(page, "dashboard")
 
     # The customer page tells the story, and the admin pages look right too.

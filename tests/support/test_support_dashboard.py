@@ -109,3 +109,40 @@ def test_day_bucket_edges(app, make_customer):
         db.session.commit()
         days = dict(dashboard.updates_per_day(2))
     assert days == {today: 1, today - timedelta(days=1): 1}
+
+
+def test_dashboard_shows_each_waves_funnel(app, agent_client, make_customer):
+    """Issue 5: sent → opened → started → updated per wave, on the dashboard itself."""
+    from models import Email, Wave
+
+    people = [make_customer() for _ in range(4)]
+    with app.app_context():
+        wave = Wave(created_by="admin@example.com", status_filter="needs_update", queued=4)
+        db.session.add(wave)
+        db.session.flush()
+        sent_at = utcnow() - timedelta(hours=2)
+        for n, person in enumerate(people):
+            db.session.add(Email(customer_id=person.id, wave_id=wave.id, kind="link",
+                                 to_address=person.email,
+                                 status="sent" if n < 3 else "queued",
+                                 sent_at=sent_at if n < 3 else None))
+        later = utcnow() - timedelta(hours=1)
+        for person, kinds in zip(people, (["page_opened", "setup_started", "updated"],
+                                          ["page_opened"], [])):
+            for kind in kinds:
+                db.session.add(CustomerEvent(customer_id=person.id, kind=kind, at=later))
+        # Opened before the wave's email went: not this wave's doing.
+        db.session.add(CustomerEvent(customer_id=people[2].id, kind="page_opened",
+                                     at=sent_at - timedelta(days=1)))
+        db.session.commit()
+        wave_id = wave.id
+    page = agent_client.get("/support/").get_data(as_text=True)
+    row = page[page.index(f'data-wave="{wave_id}"'):]
+    row = row[:row.index("</tr>")]
+    cells = dict(re.findall(r'data-funnel="(\w+)">(\d+)', row))
+    assert cells == {"sent": "3", "opened": "2", "started": "1", "updated": "1"}
+    assert "(67%)" in row  # opened: 2 of the 3 sent
+
+
+def test_dashboard_says_when_there_are_no_waves(agent_client):
+    assert "No email waves yet." in agent_client.get("/support/").get_data(as_text=True)
