@@ -128,7 +128,7 @@ def test_dashboard_shows_each_waves_funnel(app, agent_client, make_customer):
                                  sent_at=sent_at if n < 3 else None))
         later = utcnow() - timedelta(hours=1)
         for person, kinds in zip(people, (["page_opened", "setup_started", "updated"],
-                                          ["page_opened"], [])):
+                                          ["page_opened"], []), strict=False):
             for kind in kinds:
                 db.session.add(CustomerEvent(customer_id=person.id, kind=kind, at=later))
         # Opened before the wave's email went: not this wave's doing.
