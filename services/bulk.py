@@ -60,7 +60,11 @@ def _pack(values: tuple) -> str | None:
 
 
 class _Bulk:
-    """Shared by inserts and updates: the compiled SQL and how to turn rows into parameters."""
+    """Shared by inserts and updates: the compiled SQL and how to turn rows into parameters.
+
+    Rows are tuples or lists holding the values of `order`, in that order; the constants
+    are the same for every row and are added here.
+    """
 
     def __init__(self, build, order: list[str], constants: dict):
         self.conn = db.session.connection()
@@ -77,28 +81,30 @@ class _Bulk:
         if self.arrays:  # one parameter per column, named a_<column>, plus the constants
             self.array_names = [f"a_{key}" for key in order]
             self.plain_sql = str(build(False).compile(dialect=dialect))
-        else:  # one tuple per row, in the statement's parameter order
-            self.getter = itemgetter(*names)
-            self.single = len(names) == 1
+            return
+        # One sequence per row in the statement's parameter order: the row, then the
+        # constants, rearranged only when the statement wants another order.
+        self.tail = tuple(self.constants.values())
+        slots = {name: at for at, name in enumerate([*order, *self.constants])}
+        where = [slots[name] for name in names]
+        if not compiled.positional:
+            raise NotImplementedError("bulk writes expect a positional DBAPI (sqlite3)")
+        self.getter = None if where == list(range(len(where))) else itemgetter(*where)
 
-    def run(self, rows: list[dict]) -> None:
+    def run(self, rows: list) -> None:
         if not rows:
             return
         if self.arrays:
             self._run_arrays(rows)
             return
-        if self.constants:
-            for row in rows:
-                row.update(self.constants)
-        getter = self.getter
-        params = [(getter(r),) for r in rows] if self.single else list(map(getter, rows))
+        tail = self.tail
+        params = [tuple(row) + tail for row in rows] if tail else list(map(tuple, rows))
+        if self.getter is not None:  # never for one parameter: that is always in order
+            params = list(map(self.getter, params))
         self.conn.exec_driver_sql(self.sql, params)
 
-    def _run_arrays(self, rows: list[dict]) -> None:
-        if len(self.order) > 1:
-            columns = list(zip(*map(itemgetter(*self.order), rows), strict=True))
-        else:
-            columns = [tuple(row[self.order[0]] for row in rows)]
+    def _run_arrays(self, rows: list) -> None:
+        columns = list(zip(*rows, strict=True))
         # string_to_array('', …) is an empty array, so one row always goes as real arrays.
         packed = [_pack(values) for values in columns] if len(rows) > 1 else [None]
         if None in packed:
@@ -147,7 +153,7 @@ class BulkInsert(_Bulk):
 
 
 class BulkUpdate(_Bulk):
-    """UPDATE by primary key: rows carry `b_id` and `columns`; `constants` set the same value
+    """UPDATE by primary key: rows carry `columns` then the id; `constants` set the same value
     on every row (a column name, or a bind named in `expressions`); `expressions` are SET
     as given, e.g. mapped_at = coalesce(mapped_at, :first_mapped)."""
 
@@ -172,7 +178,7 @@ class BulkUpdate(_Bulk):
             return update(table).where(table.c.id == data.c.b_id).values(
                 {c: data.c[c] for c in columns} | sets)
 
-        super().__init__(build, ["b_id", *columns], binds)
+        super().__init__(build, [*columns, "b_id"], binds)
 
 
 class KeyedSelect:
