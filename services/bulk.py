@@ -1,29 +1,33 @@
 """Batch reads and writes through SQLAlchemy Core at the driver's speed, for any engine.
 
 The importer says what to write (a table, the columns each row carries, values shared by every
-row); this module has SQLAlchemy compile the statement once per batch shape and runs it with
-driver-ready parameters, skipping the per-row parameter processing that would cost more than
-parsing the file. On PostgreSQL a whole batch is one statement over arrays
-(`INSERT … SELECT … FROM unnest(…)`, `UPDATE … FROM unnest(…)`, `= ANY(…)`): one round trip,
-a short query psycopg parses once. Elsewhere (SQLite) it is the driver's executemany of one
-compiled single-row statement, a loop in C.
+row); this module has SQLAlchemy compile the statement once and runs it with driver-ready
+parameters, skipping the per-row parameter processing that would cost more than parsing the
+file. On PostgreSQL a batch is COPYed into a temporary stage table (no WAL, no index, the
+cheapest way into the server) and merged with one set-based statement
+(`INSERT … SELECT … ON CONFLICT DO NOTHING`, `UPDATE … FROM`); reads are `= ANY(array)`.
+Elsewhere (SQLite) it is the driver's executemany of one compiled single-row statement, a loop
+in C.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from itertools import islice
+from itertools import count, islice
 from operator import itemgetter
 
-from sqlalchemy import Integer, Text, any_, bindparam, cast, func, select, update
+from sqlalchemy import Column, Integer, MetaData, Table, any_, bindparam, select, update
 from sqlalchemy import insert as plain_insert
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.schema import CreateTable
 
 from extensions import db
 
 BATCH_SIZE = 4000  # rows read, checked against the database and written together
 SQLITE_CACHE_MIB = 16
+_stage_numbers = count(1)  # stage tables live until commit; each writer gets its own
 
 
 def _driver_ready(dialect, type_, value):
@@ -37,78 +41,71 @@ def _on_postgresql(conn) -> bool:
     return conn.dialect.name == "postgresql"
 
 
-SEP, NUL = "\x1f", "\x1e"  # ASCII unit and record separators: never in sane data
-
-
-def _array(key: str, type_, packed: bool):
-    """The SQL for one column's values on PostgreSQL: an array parameter, or (packed) one text
-    parameter split on the server, which spares psycopg dumping every element in Python."""
-    if not packed:
-        return bindparam(f"a_{key}", type_=ARRAY(type_))
-    return cast(func.string_to_array(bindparam(f"a_{key}", type_=Text()),
-                                     bindparam("sep", type_=Text()),
-                                     bindparam("nul", type_=Text())), ARRAY(type_))
-
-
-def _pack(values: tuple) -> str | None:
-    """One column as text for string_to_array, or None when a value would not survive it."""
-    texts = [NUL if v is None else v if type(v) is str else str(v) for v in values]
-    joined = SEP.join(texts)
-    if joined.count(SEP) != len(texts) - 1 or joined.count(NUL) != values.count(None):
-        return None
-    return joined
-
-
 class _Bulk:
-    """Shared by inserts and updates: the compiled SQL and how to turn rows into parameters."""
+    """Shared by inserts and updates: the compiled SQL and how to turn rows into parameters.
 
-    def __init__(self, build, order: list[str], constants: dict):
+    Rows are tuples or lists holding the values of `order` (whose SQL types are `types`), in
+    that order; the constants are the same for every row and are added here. `build(rows)`
+    makes the statement: `rows` is the stage table on PostgreSQL, None elsewhere.
+    """
+
+    def __init__(self, build, order: list[str], types: list, constants: dict):
         self.conn = db.session.connection()
         dialect = self.conn.dialect
-        self.arrays = _on_postgresql(self.conn)
-        compiled = build(True).compile(dialect=dialect, for_executemany=not self.arrays)
+        self.order = order
+        self.staged = _on_postgresql(self.conn)
+        stage = None
+        if self.staged:
+            stage = Table(f"bulk_stage_{next(_stage_numbers)}", MetaData(),
+                          *(Column(name, type_) for name, type_ in zip(order, types,
+                                                                        strict=True)),
+                          prefixes=["TEMPORARY"], postgresql_on_commit="drop")
+            self.conn.execute(CreateTable(stage))
+            quote = dialect.identifier_preparer.quote
+            self.copy_sql = (f"COPY {quote(stage.name)} ({', '.join(map(quote, order))})"
+                             " FROM STDIN")
+            self.clear_sql = f"TRUNCATE {quote(stage.name)}"
+        compiled = build(stage).compile(dialect=dialect, for_executemany=not self.staged)
         self.sql = str(compiled)
         names = list(compiled.positiontup if compiled.positional else compiled.params)
-        constants = {**constants, "sep": SEP, "nul": NUL}
         self.constants = {name: _driver_ready(dialect, compiled.binds[name].type,
                                               constants[name])
                           for name in names if name in constants}
-        self.order = order
-        if self.arrays:  # one parameter per column, named a_<column>, plus the constants
-            self.array_names = [f"a_{key}" for key in order]
-            self.plain_sql = str(build(False).compile(dialect=dialect))
-        else:  # one tuple per row, in the statement's parameter order
-            self.getter = itemgetter(*names)
-            self.single = len(names) == 1
+        if self.staged:
+            return
+        # One sequence per row in the statement's parameter order: the row, then the
+        # constants, rearranged only when the statement wants another order.
+        self.tail = tuple(self.constants.values())
+        slots = {name: at for at, name in enumerate([*order, *self.constants])}
+        where = [slots[name] for name in names]
+        if not compiled.positional:
+            raise NotImplementedError("bulk writes expect a positional DBAPI (sqlite3)")
+        self.getter = None if where == list(range(len(where))) else itemgetter(*where)
 
-    def run(self, rows: list[dict]) -> None:
+    def run(self, rows: list) -> None:
         if not rows:
             return
-        if self.arrays:
-            self._run_arrays(rows)
+        if self.staged:
+            self._run_staged(rows)
             return
-        if self.constants:
-            for row in rows:
-                row.update(self.constants)
-        getter = self.getter
-        params = [(getter(r),) for r in rows] if self.single else list(map(getter, rows))
+        tail = self.tail
+        params = [tuple(row) + tail for row in rows] if tail else list(map(tuple, rows))
+        if self.getter is not None:  # never for one parameter: that is always in order
+            params = list(map(self.getter, params))
         self.conn.exec_driver_sql(self.sql, params)
 
-    def _run_arrays(self, rows: list[dict]) -> None:
-        if len(self.order) > 1:
-            columns = list(zip(*map(itemgetter(*self.order), rows), strict=True))
-        else:
-            columns = [tuple(row[self.order[0]] for row in rows)]
-        # string_to_array('', …) is an empty array, so one row always goes as real arrays.
-        packed = [_pack(values) for values in columns] if len(rows) > 1 else [None]
-        if None in packed:
-            params = dict(zip(self.array_names, map(list, columns), strict=True))
-            sql = self.plain_sql
-        else:
-            params = dict(zip(self.array_names, packed, strict=True))
-            sql = self.sql
-        params.update(self.constants)
-        self.conn.exec_driver_sql(sql, params)
+    def _run_staged(self, rows: list) -> None:
+        raw = self.conn.connection.driver_connection
+        try:
+            with raw.cursor() as cursor, cursor.copy(self.copy_sql) as copy:
+                write = copy.write_row
+                for row in rows:
+                    write(row)
+        except raw.Error as exc:  # as SQLAlchemy would raise it, so callers catch one family
+            raise DBAPIError.instance(self.copy_sql, None, exc, type(raw).Error,
+                                      dialect=self.conn.dialect) from exc
+        self.conn.exec_driver_sql(self.sql, self.constants)
+        self.conn.exec_driver_sql(self.clear_sql)
 
 
 def _defaults(table, given: set[str]) -> dict:
@@ -130,24 +127,21 @@ class BulkInsert(_Bulk):
         columns = list(columns)
         fixed = dict(constants or {})
         fixed |= _defaults(table, {*columns, *fixed})
-        conn = db.session.connection()
         binds = {f"k_{key}": value for key, value in fixed.items()}
         constant_binds = {k: bindparam(f"k_{k}", type_=table.c[k].type) for k in fixed}
 
-        def build(packed: bool):
-            if not _on_postgresql(conn):
+        def build(stage):
+            if stage is None:
                 return _insert_ignoring_conflicts(table).values(
                     {c: bindparam(c, type_=table.c[c].type) for c in columns} | constant_binds)
-            data = func.unnest(*(_array(c, table.c[c].type, packed) for c in columns)
-                               ).table_valued(*columns).render_derived(name="v")
-            rows = select(*(data.c[c] for c in columns), *constant_binds.values())
+            rows = select(*(stage.c[c] for c in columns), *constant_binds.values())
             return _insert_ignoring_conflicts(table).from_select([*columns, *fixed], rows)
 
-        super().__init__(build, columns, binds)
+        super().__init__(build, columns, [table.c[c].type for c in columns], binds)
 
 
 class BulkUpdate(_Bulk):
-    """UPDATE by primary key: rows carry `b_id` and `columns`; `constants` set the same value
+    """UPDATE by primary key: rows carry `columns` then the id; `constants` set the same value
     on every row (a column name, or a bind named in `expressions`); `expressions` are SET
     as given, e.g. mapped_at = coalesce(mapped_at, :first_mapped)."""
 
@@ -159,20 +153,16 @@ class BulkUpdate(_Bulk):
         sets = {k: bindparam(f"k_{k}", type_=table.c[k].type) for k in on_columns}
         sets |= dict(expressions or {})
         binds = {(f"k_{k}" if k in on_columns else k): v for k, v in constants.items()}
-        on_postgresql = _on_postgresql(db.session.connection())
 
-        def build(packed: bool):
-            if not on_postgresql:
+        def build(stage):
+            if stage is None:
                 return update(table).where(table.c.id == bindparam("b_id")).values(
                     {c: bindparam(c, type_=table.c[c].type) for c in columns} | sets)
-            data = func.unnest(
-                _array("b_id", Integer(), packed),
-                *(_array(c, table.c[c].type, packed) for c in columns),
-            ).table_valued("b_id", *columns).render_derived(name="v")
-            return update(table).where(table.c.id == data.c.b_id).values(
-                {c: data.c[c] for c in columns} | sets)
+            return update(table).where(table.c.id == stage.c.b_id).values(
+                {c: stage.c[c] for c in columns} | sets)
 
-        super().__init__(build, ["b_id", *columns], binds)
+        super().__init__(build, [*columns, "b_id"],
+                         [*(table.c[c].type for c in columns), Integer()], binds)
 
 
 class KeyedSelect:

@@ -183,7 +183,11 @@ MEMO_LIMIT = 4096
 
 
 class RosterRows:
-    """Turns roster records into normalised Customer values; RowProblem says what is wrong."""
+    """Turns roster records into normalised Customer values; RowProblem says what is wrong.
+
+    A row comes back as a list aligned with `columns`, the Customer columns this file speaks
+    for (legacy_id and email first): plain values ready to bind, None where a field is empty.
+    """
 
     def __init__(self, header: list[str]):
         missing = [name for name in ROSTER_REQUIRED if name not in header]
@@ -193,22 +197,25 @@ class RosterRows:
         self.width = len(header)
         index = {name: header.index(name) for name in ROSTER_COLUMNS if name in header}
         self.legacy_at, self.email_at = index["legacy_customer_id"], index["email"]
-        self.plan = [(ROSTER_COLUMNS[name], i, CONVERTERS[name],
-                      {} if name in FEW_VALUES else None)
-                     for name, i in index.items() if name in CONVERTERS]
         self.has_expiry = "card_exp_month" in index or "card_exp_year" in index
         # The Customer columns this file speaks for; the others are left as they are.
         self.columns = [ROSTER_COLUMNS[name] for name in index]
         if self.has_expiry:
             self.columns += [c for c in ("card_exp_month", "card_exp_year")
                              if c not in self.columns]
-        self.blank = dict.fromkeys(ROSTER_COLUMNS.values())
+            self.month_at = self.columns.index("card_exp_month")
+            self.year_at = self.columns.index("card_exp_year")
+        # (where in the row, which field, how to check it, memo of checked values or None)
+        self.plan = [(self.columns.index(ROSTER_COLUMNS[name]), i, CONVERTERS[name],
+                      {} if name in FEW_VALUES else None)
+                     for name, i in index.items() if name in CONVERTERS]
+        self.blank = [None] * len(self.columns)
 
     def legacy_id(self, fields: list[str]) -> str | None:
         return fields[self.legacy_at].strip() or None if len(fields) > self.legacy_at else None
 
-    def values(self, fields: list[str]) -> dict:
-        """Every roster column (None where empty or absent), ready to insert."""
+    def values(self, fields: list[str]) -> list:
+        """The row's values in the order of `columns`, None where empty, ready to insert."""
         if len(fields) != self.width:
             raise RowProblem(f"expected {self.width} fields, found {len(fields)}")
         legacy = fields[self.legacy_at].strip()
@@ -218,25 +225,25 @@ class RosterRows:
         if len(email) > 320 or not EMAIL_RE.fullmatch(email):
             raise RowProblem("email is empty" if not email else "email is not a valid address")
         values = self.blank.copy()
-        values["legacy_id"], values["email"] = legacy, email
-        for column, i, convert, memo in self.plan:
+        values[0] = legacy
+        values[1] = email
+        for at, i, convert, memo in self.plan:
             raw = fields[i].strip()
             if not raw:
                 continue
             if memo is None:
-                values[column] = convert(raw)
+                values[at] = convert(raw)
             elif (value := memo.get(raw)) is not None:
-                values[column] = value
+                values[at] = value
             else:
-                values[column] = value = convert(raw)
+                values[at] = value = convert(raw)
                 if len(memo) < MEMO_LIMIT:
                     memo[raw] = value
         if self.has_expiry:
-            month, year = values["card_exp_month"], values["card_exp_year"]
+            month, year = values[self.month_at], values[self.year_at]
             if (type(month) is not int or type(year) is not int or not 1 <= month <= 12
                     or not 1990 <= year <= 2199):
-                values["card_exp_month"], values["card_exp_year"] = expiry(
-                    month, year, "card_exp")
+                values[self.month_at], values[self.year_at] = expiry(month, year, "card_exp")
         return values
 
 
@@ -250,6 +257,7 @@ class CsvRecords:
         self.fh = fh
         self._text = io.TextIOWrapper(fh, encoding="utf-8-sig", newline="")
         self._reader = csv.reader(self._text, strict=False)
+        self.count = 0  # records read after the header
 
     @property
     def lines(self) -> int:
@@ -289,9 +297,11 @@ class CsvRecords:
         previous = csv.field_size_limit(FIELD_LIMIT)
         reader = self._reader
         first = reader.line_num + 1  # the line the next record starts on
+        count = self.count
         try:
             for record in reader:
                 if record:  # csv gives [] for a blank line
+                    self.count = count = count + 1
                     yield first, record
                 first = reader.line_num + 1
         except (UnicodeDecodeError, csv.Error) as exc:

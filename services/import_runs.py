@@ -5,11 +5,13 @@ of rows not applied, and the run history (ImportRun) that makes a repeated file 
 from __future__ import annotations
 
 import csv
+import gc
 import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -140,6 +142,21 @@ class ProblemLog:
             self._fh = None
 
 
+@contextmanager
+def _app_heap_frozen() -> Iterator[None]:
+    """Keep the objects that exist before the run out of the cyclic collector's passes.
+
+    A file of millions allocates millions of short-lived tuples, and every full pass of the
+    collector would walk all of Flask's, SQLAlchemy's and the app's objects again: a third of an
+    import's time. The run's own garbage is freed by reference counting as before.
+    """
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def identical_to(kind: str, sha256: str) -> ImportRun | None:
     """The last applied run, if it loaded this very file (any other import since re-arms it)."""
     last = db.session.execute(
@@ -179,7 +196,7 @@ def run_import(kind: str, source, *, name: str | None, strict: bool,
         stamp = f"{utcnow():%Y%m%d-%H%M%S-%f}"  # two runs in one second get two reports
         problems = ProblemLog(directory, f"{stamp}-{kind}-{src.sha256[:8]}")
         try:
-            with roomy_sqlite_cache():
+            with roomy_sqlite_cache(), _app_heap_frozen():
                 counts = apply(src, run, problems, progress, now)
         except ImportFileError as exc:
             raise FileImportFailed(f"{src.name}: {exc}", run=run, problems=problems) from None

@@ -62,7 +62,8 @@ class _RosterState:
     watermark: int  # the highest customer id before this run
     seen: bytearray  # a bit per pre-existing customer id this file has named already
     existing: KeyedSelect  # (id, stripe_customer_id, *compared) by legacy id
-    compared: list[str]  # the columns this file speaks for, stripe_customer_id aside
+    compared: list[int]  # where in a row the columns sit that this file speaks for, stripe aside
+    stripe_at: int | None  # where stripe_customer_id sits in a row, if the file has it
     owners: KeyedSelect  # (stripe_customer_id, legacy_id) by stripe id
     insert: BulkInsert
     update: BulkUpdate
@@ -76,28 +77,30 @@ def _apply_roster(src: Source, run: ImportRun, problems: ProblemLog,
         parser = files.RosterRows(records.header())
         table = Customer.__table__
         watermark = db.session.execute(select(func.max(Customer.id))).scalar() or 0
-        compared = [c for c in parser.columns if c != "stripe_customer_id"]
-        settable = [c for c in parser.columns if c != "legacy_id"]
+        columns = parser.columns  # legacy_id first
+        stripe_at = columns.index("stripe_customer_id") if (
+            "stripe_customer_id" in columns) else None
+        compared = [at for at in range(len(columns)) if at != stripe_at]
         # A legacy id repeated anywhere in a file of millions costs one bit per existing
         # customer to catch, and nothing for new ones: their ids are above the watermark.
         state = _RosterState(
             parser, watermark, bytearray(watermark // 8 + 1),
             KeyedSelect([table.c.id, table.c.stripe_customer_id,
-                         *(table.c[c] for c in compared)], table.c.legacy_id),
-            compared,
+                         *(table.c[columns[at]] for at in compared)], table.c.legacy_id),
+            compared, stripe_at,
             KeyedSelect([table.c.stripe_customer_id, table.c.legacy_id],
                         table.c.stripe_customer_id),
-            BulkInsert(table, files.ROSTER_COLUMNS.values(),
+            BulkInsert(table, columns,
                        {"status": "needs_update", "created_at": now, "updated_at": now}),
-            BulkUpdate(table, settable, {"updated_at": now}),
+            BulkUpdate(table, columns[1:], {"updated_at": now}),
         )
         counts: Counter[str] = Counter()
+        values = parser.values
 
-        def rows() -> Iterator[tuple[int, dict]]:
+        def rows() -> Iterator[tuple[int, list]]:
             for line, fields in records:
-                counts["rows"] += 1
                 try:
-                    yield line, parser.values(fields)
+                    yield line, values(fields)
                 except RowProblem as exc:
                     spans = f" (the record runs to line {records.lines})" if (
                         records.lines > line and len(fields) != parser.width) else ""
@@ -107,32 +110,34 @@ def _apply_roster(src: Source, run: ImportRun, problems: ProblemLog,
             _roster_batch(batch, state, problems, counts)
             problems.flush()
             if progress:
-                progress(counts["rows"], records.offset, src.size)
+                progress(records.count, records.offset, src.size)
+        if records.count:
+            counts["rows"] = records.count
     finally:
         records.detach()
     return counts
 
 
-def _roster_batch(batch: list[tuple[int, dict]], state: _RosterState, problems: ProblemLog,
+def _roster_batch(batch: list[tuple[int, list]], state: _RosterState, problems: ProblemLog,
                   counts: Counter) -> None:
-    compared, seen, watermark = state.compared, state.seen, state.watermark
-    speaks_for_stripe = "stripe_customer_id" in state.parser.columns
-    at_legacy = 2 + compared.index("legacy_id")
-    existing = {row[at_legacy]: row for row in state.existing(v["legacy_id"] for _, v in batch)}
-    wanted = {v["stripe_customer_id"] for _, v in batch if v["stripe_customer_id"]}
-    owners = dict(state.owners(wanted)) if wanted else {}
+    seen, watermark, stripe_at = state.seen, state.watermark, state.stripe_at
+    existing = {row[2]: row for row in state.existing([v[0] for _, v in batch])}
+    owners = {}
+    if stripe_at is not None:
+        wanted = {v[stripe_at] for _, v in batch if v[stripe_at]}
+        owners = dict(state.owners(wanted)) if wanted else {}
     in_batch: dict[str, int] = {}
     inserts, updates = [], []
     for line, values in batch:
-        legacy = values["legacy_id"]
-        row = existing.get(legacy)
+        legacy = values[0]
+        row = existing.get(legacy) if existing else None
         if legacy in in_batch or (row is not None and (
                 row[0] > watermark or seen[row[0] >> 3] & (1 << (row[0] & 7)))):
             where = f"line {in_batch[legacy]}" if legacy in in_batch else "an earlier line"
             problems.add(line, legacy, "error", f"legacy_customer_id repeats {where}; "
                          "this row not applied")
             continue
-        stripe_id = values["stripe_customer_id"]
+        stripe_id = values[stripe_at] if stripe_at is not None else None
         if stripe_id:
             held = row[1] if row is not None else None
             owner = owners.get(stripe_id)
@@ -148,19 +153,19 @@ def _roster_batch(batch: list[tuple[int, dict]], state: _RosterState, problems: 
         in_batch[legacy] = line
         if row is None:
             inserts.append(values)
-            counts["new"] += 1
             continue
         customer_id = row[0]
         seen[customer_id >> 3] |= 1 << (customer_id & 7)
-        if not stripe_id:
-            values["stripe_customer_id"] = row[1]  # a blank never unlinks a Stripe customer
-        if (any(row[2 + i] != values[c] for i, c in enumerate(compared))
-                or (speaks_for_stripe and row[1] != values["stripe_customer_id"])):
-            updates.append({c: values[c] for c in state.parser.columns if c != "legacy_id"}
-                           | {"b_id": customer_id})
+        if stripe_at is not None and not stripe_id:
+            values[stripe_at] = row[1]  # a blank never unlinks a Stripe customer
+        if (any(row[2 + i] != values[at] for i, at in enumerate(state.compared))
+                or (stripe_at is not None and row[1] != values[stripe_at])):
+            updates.append(values[1:] + [customer_id])
             counts["changed"] += 1
         else:
             counts["unchanged"] += 1
+    if inserts:
+        counts["new"] += len(inserts)
     state.insert.run(inserts)
     state.update.run(updates)
 
@@ -226,13 +231,15 @@ def _mapping_batch(batch: list[fmt.Entry], state: _MappingState, problems: Probl
         stored.setdefault(card[1], []).append(card)
     inserts, card_updates, usable = _merge_cards(applied, stored, state, counts)
     waiting = [cid for cid, (row, _) in applied.items()
-               if row[3] != "updated" and cid not in usable]
+               if cid not in usable and row[3] != "updated"]
     live = set(db.session.execute(
         select(Link.customer_id).where(Link.customer_id.in_(waiting), Link.used_at.is_(None),
                                        Link.revoked_at.is_(None), Link.expires_at > state.now)
         .distinct()
     ).scalars()) if waiting else set()
     customer_updates = []
+    statuses: Counter[str] = Counter()
+    linked = 0
     for customer_id, (row, entries) in applied.items():
         _id, _legacy, held, current, mapped_at = row
         if current == "updated":
@@ -241,12 +248,17 @@ def _mapping_batch(batch: list[fmt.Entry], state: _MappingState, problems: Probl
             status = "ready"
         else:
             status = "invited" if customer_id in live else "needs_update"
-        counts[f"status_{status}"] += 1
-        counts["linked" if held is None else "already_linked"] += 1
-        stripe_id = entries[-1].stripe_customer_id
+        statuses[status] += 1
+        if held is None:
+            linked += 1
+        stripe_id = entries[-1][2]
         if held != stripe_id or current != status or mapped_at is None:
-            customer_updates.append({"b_id": customer_id, "stripe_customer_id": stripe_id,
-                                     "status": status})
+            customer_updates.append((stripe_id, status, customer_id))
+    counts.update({f"status_{status}": n for status, n in statuses.items()})
+    if linked:
+        counts["linked"] += linked
+    if linked < len(applied):
+        counts["already_linked"] += len(applied) - linked
     state.insert_cards.run(inserts)
     state.update_cards.run(card_updates)
     state.update_customers.run(customer_updates)
@@ -255,28 +267,28 @@ def _mapping_batch(batch: list[fmt.Entry], state: _MappingState, problems: Probl
 def _match_customers(batch: list[fmt.Entry], state: _MappingState,
                      problems: ProblemLog) -> dict[int, tuple]:
     """customer id -> (row, entries) for the entries that may be applied; the rest reported."""
-    found = {row[1]: row for row in state.customers({e.legacy_id for e in batch})}
-    owners = dict(state.owners({e.stripe_customer_id for e in batch}))
+    found = {row[1]: row for row in state.customers({e[1] for e in batch})}
+    owners = dict(state.owners({e[2] for e in batch}))
     applied: dict[int, tuple] = {}
     for entry in batch:
-        row = found.get(entry.legacy_id)
+        line, legacy, wanted, _cards = entry
+        row = found.get(legacy)
         if row is None:
-            problems.add(entry.line, entry.legacy_id, "unknown",
+            problems.add(line, legacy, "unknown",
                          "not in the roster: not applied (import the roster, then this file)")
             continue
         previous = applied.get(row[0])
-        held = previous[1][-1].stripe_customer_id if previous else row[2]
-        wanted = entry.stripe_customer_id
+        held = previous[1][-1][2] if previous else row[2]
         if held is not None and held != wanted:
-            problems.add(entry.line, entry.legacy_id, "conflict",
+            problems.add(line, legacy, "conflict",
                          f"already linked to {held}; the file says {wanted}: not applied")
             continue
         owner = owners.get(wanted)
-        if owner is not None and owner != entry.legacy_id:
-            problems.add(entry.line, entry.legacy_id, "conflict",
+        if owner is not None and owner != legacy:
+            problems.add(line, legacy, "conflict",
                          f"{wanted} already belongs to customer {owner}: not applied")
             continue
-        owners[wanted] = entry.legacy_id
+        owners[wanted] = legacy
         if previous:
             previous[1].append(entry)
         else:
@@ -285,41 +297,48 @@ def _match_customers(batch: list[fmt.Entry], state: _MappingState,
 
 
 def _merge_cards(applied: dict[int, tuple], stored: dict[int, list], state: _MappingState,
-                 counts: Counter) -> tuple[list[dict], list[dict], set[int]]:
-    """New and changed card rows, and the customers left with a card usable at cutover."""
+                 counts: Counter) -> tuple[list[tuple], list[tuple], set[int]]:
+    """New and changed card rows, and the customers left with a card usable at cutover.
+
+    New rows are (customer_id, *card); changed ones (*CARD_FIELDS, card row id).
+    """
     cut = state.cutover.year * 12 + state.cutover.month
-    inserts: dict[tuple[int, str], dict] = {}
-    updates: list[dict] = []
+    inserts: dict[tuple[int, str], tuple] = {}
+    updates: list[tuple] = []
     usable: set[int] = set()
     unchanged = repeated = 0
     for customer_id, (_row, entries) in applied.items():
         earlier = stored.get(customer_id)
-        known = {card[2]: card for card in earlier} if earlier else None
-        mentioned = set()
-        for entry in entries:
-            for card in entry.cards:
-                month, year = card.exp_month, card.exp_year
-                if month is None or year is None or year * 12 + month >= cut:
-                    usable.add(customer_id)
-                values = {"stripe_id": card.stripe_id, "fingerprint": card.fingerprint,
-                          "brand": card.brand, "last4": card.last4, "exp_month": month,
-                          "exp_year": year}
-                old = None
-                if known:
-                    old = known.get(card.old_id)
-                    mentioned.add(card.old_id)
-                if old is None:
-                    key = (customer_id, card.old_id)
+        if earlier is None:  # the common case: no card of this customer stored yet
+            for entry in entries:
+                for card in entry[3]:
+                    month, year = card[5], card[6]
+                    if month is None or year is None or year * 12 + month >= cut:
+                        usable.add(customer_id)
+                    key = (customer_id, card[0])
                     if key in inserts:  # one card twice in a batch: the last one wins
                         repeated += 1
-                    values["customer_id"], values["old_card_id"] = key
-                    inserts[key] = values
+                    inserts[key] = (customer_id, *card)
+            continue
+        known = {card[2]: card for card in earlier}
+        mentioned = set()
+        for entry in entries:
+            for card in entry[3]:
+                month, year = card[5], card[6]
+                if month is None or year is None or year * 12 + month >= cut:
+                    usable.add(customer_id)
+                old = known.get(card[0])
+                mentioned.add(card[0])
+                if old is None:
+                    key = (customer_id, card[0])
+                    if key in inserts:
+                        repeated += 1
+                    inserts[key] = (customer_id, *card)
                 elif _card_changed(old, card):
-                    values["b_id"] = old[0]
-                    updates.append(values)
+                    updates.append((*card[1:], old[0]))
                 else:
                     unchanged += 1
-        for old_id, old in (known or {}).items():  # cards of earlier files not named here
+        for old_id, old in known.items():  # cards of earlier files not named here
             if old_id not in mentioned and card_usable(old[7], old[8], state.cutover):
                 usable.add(customer_id)
     counts["cards_new"] += len(inserts)
@@ -332,6 +351,7 @@ def _merge_cards(applied: dict[int, tuple], stored: dict[int, list], state: _Map
 def _card_changed(old: tuple, card: fmt.Card) -> bool:
     """Brands compare without case: "Visa" in one file and "visa" in the next is no change."""
     _id, _customer, _old_id, stripe_id, fingerprint, brand, last4, month, year = old
-    return (stripe_id != card.stripe_id or fingerprint != card.fingerprint
-            or (brand or "").lower() != (card.brand or "").lower() or last4 != card.last4
-            or month != card.exp_month or year != card.exp_year)
+    _old, new_id, new_fingerprint, new_brand, new_last4, new_month, new_year = card
+    return (stripe_id != new_id or fingerprint != new_fingerprint
+            or (brand or "").lower() != (new_brand or "").lower() or last4 != new_last4
+            or month != new_month or year != new_year)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 import ijson
 
 from services.import_files import (
+    CUS_RE,
     MAX_ID,
     CsvRecords,
     ImportFileError,
@@ -54,33 +54,43 @@ FORMAT_LABELS = {
 Report = Callable[[int | None, str | None, str, str], None]  # (line, customer, kind, problem)
 
 
-@dataclass(slots=True)
-class Card:
-    old_id: str
-    stripe_id: str
-    fingerprint: str | None = None
-    brand: str | None = None
-    last4: str | None = None
-    exp_month: int | None = None
-    exp_year: int | None = None
+# A card is a plain tuple, in the order of the migrated_cards columns after customer_id:
+# (old_id, stripe_id, fingerprint, brand, last4, exp_month, exp_year). Tuples because a file of
+# millions makes millions of them, and (customer_id,) + card is then a row ready to insert.
+Card = tuple
+OLD_ID, STRIPE_ID, FINGERPRINT, BRAND, LAST4, EXP_MONTH, EXP_YEAR = range(7)
 
 
-@dataclass(slots=True)
-class Entry:
+class Entry(NamedTuple):
     """One customer as the mapping names them (a CSV customer may span several rows)."""
 
     line: int | None
     legacy_id: str
     stripe_customer_id: str
-    cards: list[Card] = field(default_factory=list)
+    cards: list[Card]
 
 
 # -- cards ---------------------------------------------------------------------------------------
 def make_card(old_id, stripe_id, fingerprint=None, brand=None, last_four=None,
               exp_month=None, exp_year=None) -> Card:
-    # Fast path for the shapes Stripe sends (no stray spaces, int expiry, four-digit last4);
-    # anything else takes the checks below, which name the fault.
-    if (type(stripe_id) is str and stripe_id.startswith(CARD_PREFIXES)
+    if _plain_card(old_id, stripe_id, fingerprint, brand, last_four, exp_month, exp_year):
+        return (old_id, stripe_id, fingerprint or None, brand or None, last_four, exp_month,
+                exp_year)
+    # Anything but the shapes Stripe sends takes the checks below, which name the fault.
+    old_id = text(old_id, "old card id", MAX_ID, required=True)
+    stripe_id = text(stripe_id, "card id", MAX_ID, required=True)
+    if not stripe_id.startswith(CARD_PREFIXES):
+        prefix = stripe_id.split("_", 1)[0] + "_" if "_" in stripe_id else stripe_id[:8]
+        raise RowProblem(f"{prefix}… is not a card (card_, pm_ or src_)")
+    month, year = expiry(exp_month, exp_year)
+    return (old_id, stripe_id, text(fingerprint, "fingerprint", 64), text(brand, "brand", 32),
+            last4(last_four), month, year)
+
+
+def _plain_card(old_id, stripe_id, fingerprint, brand, last_four, exp_month, exp_year) -> bool:
+    """The shape Stripe sends (no stray spaces, int expiry, four-digit last4): no more checks.
+    _json_entry repeats this test inline, its hottest loop; keep the two alike."""
+    return (type(stripe_id) is str and stripe_id.startswith(CARD_PREFIXES)
             and len(stripe_id) <= MAX_ID and type(old_id) is str and 0 < len(old_id) <= MAX_ID
             and old_id[0] > " " and old_id[-1] > " "
             and type(exp_month) is int and 0 < exp_month < 13
@@ -88,17 +98,7 @@ def make_card(old_id, stripe_id, fingerprint=None, brand=None, last_four=None,
             and type(last_four) is str and len(last_four) == 4 and last_four.isdigit()
             and last_four.isascii()
             and (fingerprint is None or (type(fingerprint) is str and len(fingerprint) <= 64))
-            and (brand is None or (type(brand) is str and len(brand) <= 32))):
-        return Card(old_id, stripe_id, fingerprint or None, brand or None, last_four,
-                    exp_month, exp_year)
-    old_id = text(old_id, "old card id", MAX_ID, required=True)
-    stripe_id = text(stripe_id, "card id", MAX_ID, required=True)
-    if not stripe_id.startswith(CARD_PREFIXES):
-        prefix = stripe_id.split("_", 1)[0] + "_" if "_" in stripe_id else stripe_id[:8]
-        raise RowProblem(f"{prefix}… is not a card (card_, pm_ or src_)")
-    month, year = expiry(exp_month, exp_year)
-    return Card(old_id, stripe_id, text(fingerprint, "fingerprint", 64), text(brand, "brand", 32),
-                last4(last_four), month, year)
+            and (brand is None or (type(brand) is str and len(brand) <= 32)))
 
 
 # -- format detection ---------------------------------------------------------------------------
@@ -232,22 +232,44 @@ def _json_entry(key: str, value, report: Report) -> Entry:
         key, "old customer id", MAX_ID, required=True)
     if type(value) is not dict:
         raise RowProblem("value is not an object")
-    stripe_customer = customer_id(value.get("id"), '"id"')
+    stripe_customer = value.get("id")
+    if not (type(stripe_customer) is str and len(stripe_customer) <= MAX_ID
+            and _is_customer(stripe_customer)):
+        stripe_customer = customer_id(stripe_customer, '"id"')
     raw_cards = value.get("cards") or {}
     if not isinstance(raw_cards, dict):
         raise RowProblem('"cards" is not an object keyed by old card id')
-    entry = Entry(None, legacy, stripe_customer)
-    append = entry.cards.append
+    cards: list[Card] = []
     for old_id, card in raw_cards.items():
+        if type(card) is not dict:
+            report(None, legacy, "error", f'card "{old_id[:40]}": is not an object')
+            continue
+        get = card.get
+        stripe_id, fingerprint, brand, last_four, month, year = (
+            get("id"), get("fingerprint"), get("brand"), get("last4"), get("exp_month"),
+            get("exp_year"))
+        # _plain_card, inline: this runs once per card of a file of millions.
+        if (type(stripe_id) is str and stripe_id.startswith(CARD_PREFIXES)
+                and len(stripe_id) <= MAX_ID and 0 < len(old_id) <= MAX_ID
+                and old_id[0] > " " and old_id[-1] > " "
+                and type(month) is int and 0 < month < 13
+                and type(year) is int and 1989 < year < 2200
+                and type(last_four) is str and len(last_four) == 4 and last_four.isdigit()
+                and last_four.isascii()
+                and (fingerprint is None or (type(fingerprint) is str and len(fingerprint) <= 64))
+                and (brand is None or (type(brand) is str and len(brand) <= 32))):
+            cards.append((old_id, stripe_id, fingerprint or None, brand or None, last_four,
+                          month, year))
+            continue
         try:
-            if type(card) is not dict:
-                raise RowProblem("is not an object")
-            get = card.get
-            append(make_card(old_id, get("id"), get("fingerprint"), get("brand"), get("last4"),
-                             get("exp_month"), get("exp_year")))
+            cards.append(make_card(old_id, stripe_id, fingerprint, brand, last_four, month,
+                                   year))
         except RowProblem as exc:
             report(None, legacy, "error", f'card "{old_id[:40]}": {exc}')
-    return entry
+    return Entry(None, legacy, stripe_customer, cards)
+
+
+_is_customer = CUS_RE.fullmatch
 
 
 def json_error_message(exc: Exception, reader: _CountingReader, fh: BinaryIO) -> str:
