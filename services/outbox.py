@@ -51,6 +51,7 @@ from pathlib import Path
 from flask import current_app
 from sqlalchemy import bindparam, delete, event, func, insert, or_, select, update
 from sqlalchemy.orm import selectinload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from extensions import db
 from models import Customer, CustomerEvent, Email, EmailClaim
@@ -284,11 +285,12 @@ def _relax_next_commit() -> bool:
     The connection gets its level back when it returns to the pool, so nothing else (a web
     request, the next claim) ever commits this way."""
     conn = db.session.connection()
-    if conn.connection.dbapi_connection.in_transaction:
+    dbapi = conn.connection.dbapi_connection  # straight to sqlite3: this runs once per email
+    if dbapi.in_transaction:
         return False  # something already wrote: this commit is flushed, which is always safe
     if _SYNC_KEY not in conn.info:
-        conn.info[_SYNC_KEY] = int(conn.exec_driver_sql("PRAGMA synchronous").scalar())
-    conn.exec_driver_sql("PRAGMA synchronous=NORMAL")
+        conn.info[_SYNC_KEY] = int(dbapi.execute("PRAGMA synchronous").fetchone()[0])
+    dbapi.execute("PRAGMA synchronous=NORMAL")
     return True
 
 
@@ -443,16 +445,19 @@ def _send_one(email: Email, transport, now: datetime, wait_for_slot) -> Outcome:
     return Outcome("sent", provider_id, msg.msgId)
 
 
+_EMAILS = Email.__table__
+# Core columns throughout: an ORM attribute anywhere in it sends a statement through the ORM's
+# bulk machinery, which costs more per email than the SQL itself.
 _RECORD = (
-    update(Email.__table__)
-    .where(Email.id == bindparam("e_id"), Email.claim_token == bindparam("e_token"),
-           Email.status == "sending")
-    .values(status=bindparam("e_status"), claim_token=None, attempts=Email.attempts + 1,
+    update(_EMAILS)
+    .where(_EMAILS.c.id == bindparam("e_id"), _EMAILS.c.claim_token == bindparam("e_token"),
+           _EMAILS.c.status == "sending")
+    .values(status=bindparam("e_status"), claim_token=None, attempts=_EMAILS.c.attempts + 1,
             sent_at=bindparam("e_sent_at"), provider_message_id=bindparam("e_provider_id"),
             message_id=bindparam("e_message_id"), link_id=bindparam("e_link_id"),
             last_error=bindparam("e_error"), updated_at=bindparam("e_now"),
             next_attempt_at=func.coalesce(bindparam("e_next", type_=UTCDateTime),
-                                          Email.next_attempt_at))
+                                          _EMAILS.c.next_attempt_at))
 )
 
 
@@ -484,15 +489,24 @@ def _record(token: str, done: list[tuple[Email, Outcome]], report: Report) -> bo
     if matched != len(rows):
         return False
     if sent:
-        db.session.execute(insert(CustomerEvent), [
+        # Core statements on the tables: one round per group, none of the ORM's bookkeeping.
+        db.session.execute(insert(CustomerEvent.__table__), [
             {"customer_id": email.customer_id, "link_id": email.link_id, "kind": "emailed",
              "at": outcome.at, "details": {"email": email.id, "kind": email.kind,
                                            "wave": email.wave_id, "step": email.step}}
             for email, outcome in sent])
-    for email, _ in sent:
-        if email.link is not None and email.customer.status == "needs_update":
-            # The link was live when claimed and has just been emailed: SPEC's "invited".
-            email.customer.status = "invited"
+    # The link was live when claimed and has just been emailed: SPEC's "invited".
+    invited = [email.customer for email, _ in sent
+               if email.link is not None and email.customer.status == "needs_update"]
+    if invited:
+        customers = Customer.__table__
+        db.session.execute(
+            update(customers)
+            .where(customers.c.id.in_([c.id for c in invited]),
+                   customers.c.status == "needs_update")
+            .values(status="invited"))
+        for customer in invited:
+            set_committed_value(customer, "status", "invited")
     for email, outcome in done:
         if outcome.status == "bounced":
             mark_bounced(email.to_address, source="smtp", reason=outcome.detail,
@@ -514,6 +528,9 @@ def _requeue_rest(held: Claim, index: int, now: datetime, error: str, report: Re
     report.retrying += len(rest)
 
 
+_CLAIMS = EmailClaim.__table__  # per-email statements: Core, not the ORM's bulk machinery
+
+
 def _heartbeat(token: str) -> None:
     db.session.execute(
         update(EmailClaim).where(EmailClaim.token == token).values(heartbeat_at=utcnow())
@@ -526,11 +543,11 @@ def _advance(token: str, through_id: int, durable_through: int | None = None) ->
     values = {"heartbeat_at": utcnow(), "in_flight_through": through_id}
     if durable_through is not None:
         values["durable_through"] = durable_through
-    db.session.execute(update(EmailClaim).where(EmailClaim.token == token).values(**values))
+    db.session.execute(update(_CLAIMS).where(_CLAIMS.c.token == token).values(**values))
 
 
 def _finish(token: str) -> bool:
-    return bool(db.session.execute(delete(EmailClaim).where(EmailClaim.token == token)).rowcount)
+    return bool(db.session.execute(delete(_CLAIMS).where(_CLAIMS.c.token == token)).rowcount)
 
 
 def overdue_ids(due_before: datetime, limit: int = 10_000) -> list[int]:
