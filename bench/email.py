@@ -1,16 +1,18 @@
 """Throughput of campaign email through the worker against raw smtplib, to one SMTP sink.
 
     .venv/bin/python bench/email.py [-n 5000] [--workers 2] [--commit-every 1]
-                                    [--database-url URL]
+                                    [--durable-every 50] [--database-url URL] [--redis-url URL]
 
 Both sides send to the same aiosmtpd sink, which runs in its own process:
 
 * ours: N customers in a fresh database; a wave queues N link emails (one transaction, tasks
-  on the SQLite Huey queue); then the worker's burst mode (the code `flask worker --burst`
-  runs, here in this process) claims them in batches, issues and signs each link, renders the
-  text and HTML templates in the customer's language, inlines the CSS, sends over one SMTP
-  connection per batch, and commits the outcomes every `--commit-every` emails
-  (MAIL_COMMIT_EVERY; the default 1 is the production default).
+  on the SQLite Huey queue, or RedisHuey with --redis-url); then the worker's burst mode (the
+  code `flask worker --burst` runs, here in this process) claims them in batches, issues and
+  signs each link, renders the text and HTML templates in the customer's language, inlines the
+  CSS, sends over one SMTP connection per batch, and commits the outcomes every
+  `--commit-every` emails (MAIL_COMMIT_EVERY; the default 1 is the production default),
+  flushing one commit in
+  `--durable-every` to disk on SQLite (MAIL_DURABLE_EVERY; default 50, the production default).
 * raw: smtplib on one connection sending N prebuilt messages of the same size as ours.
 
 It prints both rates and ours / raw. The raw rate is taken before and after ours (mean), so a
@@ -80,10 +82,12 @@ class Sink:
 
 
 # -- ours ----------------------------------------------------------------------------------------
-def make_app(instance: Path, port: int, database_url: str | None, commit_every: int):
+def make_app(instance: Path, port: int, database_url: str | None, commit_every: int,
+             durable_every: int = 50, redis_url: str | None = None):
     from app import create_app
 
     return create_app({
+        "REDIS_URL": redis_url, "MAIL_DURABLE_EVERY": durable_every,
         "TESTING": True, "INSTANCE_PATH": str(instance), "SECRET_KEY": "bench-secret",
         "LINK_SECRET_KEYS": ["bench-link-key"], "PUBLIC_BASE_URL": "https://cards.example.com",
         "SQLALCHEMY_DATABASE_URI": database_url or f"sqlite:///{instance / 'bench.db'}",
@@ -184,25 +188,35 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=5000, help="emails (default 5000)")
     parser.add_argument("--workers", type=int, default=2, help="worker threads (default 2)")
     parser.add_argument("--database-url", default=None, help="default: SQLite in a temp dir")
+    parser.add_argument("--redis-url", default=None, help="queue on RedisHuey (default: SQLite)")
+    parser.add_argument("--durable-every", type=int, default=50,
+                        help="MAIL_DURABLE_EVERY: emails between two commits flushed to disk "
+                             "(SQLite; default 50)")
     parser.add_argument("--commit-every", type=int, default=1,
                         help="MAIL_COMMIT_EVERY: emails sent between two commits (default 1)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp, Sink() as sink:
-        app = make_app(Path(tmp), sink.port, args.database_url, args.commit_every)
+        app = make_app(Path(tmp), sink.port, args.database_url, args.commit_every,
+                       args.durable_every, args.redis_url)
         seed(app, args.n)
         size = sample_size(app)
         run_raw(sink.port, max(50, args.n // 50), size)  # warm the sink's code paths
         raw_before = run_raw(sink.port, args.n, size)
         ours, sent = run_ours(app, args.n, args.workers)
         raw_after = run_raw(sink.port, args.n, size)
+        if args.redis_url:
+            from extensions import huey
+
+            huey.flush()
         raw = (raw_before + raw_after) / 2
     if sent != args.n:
         raise SystemExit(f"only {sent} of {args.n} emails were sent")
     ours_rate, raw_rate = args.n / ours, args.n / raw
     print(f"emails: {args.n}, mean size {size} bytes, worker threads: {args.workers}, "
-          f"commit every {args.commit_every} email(s), "
-          f"database: {'SQLite' if not args.database_url else args.database_url.split(':')[0]}")
+          f"commit every {args.commit_every} email(s), flushed every {args.durable_every}, "
+          f"database: {'SQLite' if not args.database_url else args.database_url.split(':')[0]}, "
+          f"queue: {'Redis' if args.redis_url else 'SQLite'}")
     print(f"ours (queue → claim → link → render → sign → SMTP → commit): "
           f"{ours:.2f}s, {ours_rate:.0f} emails/s")
     print(f"raw smtplib, one connection, prebuilt messages:            "

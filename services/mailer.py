@@ -178,6 +178,19 @@ def _encoded_address(value: str) -> str:
     return sanitize_address(value)  # encodes a display name; slow enough to remember
 
 
+_BARE = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9.-]+")
+
+
+def _envelope(address: str) -> str:
+    """`<addr>` for MAIL FROM / RCPT TO, as smtplib.quoteaddr gives it."""
+    return f"<{address}>" if _BARE.fullmatch(address) else _quoted(address)
+
+
+@lru_cache(maxsize=64)
+def _quoted(address: str) -> str:
+    return smtplib.quoteaddr(address)  # "Name <addr>" and the like: parsed once
+
+
 def message_id_for(email_id: int | str) -> str:
     """Our Message-ID: names the outbox row, so a bounce that quotes it leads back to it."""
     domain = _address(current_app.config["MAIL_DEFAULT_SENDER"]).rpartition("@")[2].strip("> ")
@@ -283,13 +296,14 @@ class SmtpTransport:
         body = to_bytes(msg)
         try:
             host.ehlo_or_helo_if_needed()
-            code, reply = host.mail(sender)
+            # smtplib's mail()/rcpt() without options, minus its address parser per call.
+            code, reply = host.docmd("mail", f"FROM:{_envelope(sender)}")
             if code != 250:
                 # A refused sender is our configuration, not this email: hold the batch.
                 self._reset(host)
                 raise ConnectionLost(f"sender refused: {code} {_short(reply)}", code)
             for rcpt in recipients:
-                code, reply = host.rcpt(rcpt)
+                code, reply = host.docmd("rcpt", f"TO:{_envelope(rcpt)}")
                 if code not in (250, 251):
                     self._reset(host)
                     raise _classify(code, reply, "recipient refused", bounce=True)

@@ -13,6 +13,21 @@ The guarantee is *at most once* per email, and here is the whole argument:
    reached the SMTP server. The reaper marks those `failed` ("may have been delivered") and
    never resends them; every other row of the dead claim goes back to `queued`.
 
+On SQLite, flushing every one of those commits to disk would cost more than sending the email,
+so the worker flushes one commit in MAIL_DURABLE_EVERY emails (default 50; the claim's own
+commit is one) and lets the commits in between reach the operating system only
+(`synchronous=NORMAL` for that one transaction). Each flushed commit also records
+`durable_through`: the highest id that may go on the wire before the next flushed commit.
+A commit that reached the operating system survives the death of the worker process, so the
+bound above holds whenever the machine stays up. If the machine itself goes down, commits
+since the last flushed one may be lost, but never a flushed one, and never one without all
+those before it. The claim row names the boot of the worker's machine: a reaper that finds
+the same boot (the same machine, not restarted since) trusts `in_flight_through`; any other uses
+`durable_through`, and gives up at most MAIL_DURABLE_EVERY emails, still never sending one
+twice. PostgreSQL commits are always flushed (its asynchronous commits can be lost when only
+the database server restarts, which a reaper could not tell), and so is every commit of paced
+(throttled) mail and wherever the boot cannot be read.
+
 A claim is dead when its worker ran on this host and that process is gone, or when its
 heartbeat (bumped at every commit) is older than MAIL_CLAIM_LEASE_SECONDS. A slow worker
 that lost its claim notices at its next commit (its conditional UPDATE matches nothing) and
@@ -30,10 +45,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
+from pathlib import Path
 
 from flask import current_app
-from sqlalchemy import bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import bindparam, delete, event, func, insert, or_, select, update
 from sqlalchemy.orm import selectinload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from extensions import db
 from models import Customer, CustomerEvent, Email, EmailClaim
@@ -66,6 +84,16 @@ def _cfg(name: str, default):
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@lru_cache(maxsize=1)
+def boot_id() -> str | None:
+    """This machine's boot (Linux), or None where it cannot be read: it changes at every start
+    of the operating system, which is when unflushed commits can have been lost."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:36] or None
+    except OSError:
+        return None
 
 
 def backoff(attempts: int) -> timedelta:
@@ -103,7 +131,7 @@ def reap_dead_claims(now: datetime | None = None) -> list[int]:
     for claim in candidates:
         if claim.heartbeat_at >= now - lease and not _pid_gone(claim.worker):
             continue
-        token, worker, through = claim.token, claim.worker, claim.in_flight_through
+        token, worker, through = claim.token, claim.worker, _bound(claim)
         # Deleting first makes two reapers (or a reaper and the owner) take turns on one claim.
         if not db.session.execute(delete(EmailClaim).where(EmailClaim.token == token)).rowcount:
             continue
@@ -120,6 +148,18 @@ def reap_dead_claims(now: datetime | None = None) -> list[int]:
     if requeued:
         deliver_after_commit(db.session(), requeued)
     return requeued
+
+
+def _bound(claim: EmailClaim) -> int | None:
+    """The highest id of a dead claim that may have reached the SMTP server (module docstring):
+    `in_flight_through` if none of its commits can have been lost, else `durable_through`.
+
+    A boot id is random per start of a machine: the same one means the claim was made on this
+    machine, which has not restarted since, so the SQLite file's unflushed commits are intact."""
+    if claim.boot_id is not None and claim.boot_id == boot_id():
+        return claim.in_flight_through
+    bounds = [b for b in (claim.in_flight_through, claim.durable_through) if b is not None]
+    return max(bounds, default=None)
 
 
 def _release(token: str | None, now: datetime, worker: str, through: int | None) -> list[int]:
@@ -158,6 +198,8 @@ class Claim:
     paced: bool = False  # each email waits for a slot from the campaign throttle
     group: int = 1  # emails sent between two commits
     rates: dict = field(default_factory=dict)  # wave id → its own rate per minute
+    window: int = 1  # emails sent between two commits flushed to disk (a multiple of group)
+    durable_through: int | None = None  # as committed by the last flushed commit
 
 
 def _due(ids: list[int] | None, throttled: bool, now: datetime):
@@ -213,8 +255,49 @@ def claim(ids: list[int] | None, *, throttled: bool, now: datetime | None = None
     rates = throttle.wave_rates({e.wave_id for e in live if e.wave_id}) if throttled else {}
     paced = throttled and throttle.paced(rates.values())
     group = 1 if paced else max(1, int(_cfg("MAIL_COMMIT_EVERY", 1)))
+    window = group
+    if not paced and _can_relax():
+        every = max(group, int(_cfg("MAIL_DURABLE_EVERY", 50)))
+        window = every - every % group
     held.in_flight_through = live[min(group, len(live)) - 1].id
-    return Claim(token, live, paced, group, rates)
+    held.durable_through = live[min(window, len(live)) - 1].id
+    held.boot_id = boot_id()
+    return Claim(token, live, paced, group, rates, window, held.durable_through)
+
+
+# -- commits that are not flushed to disk (SQLite) -----------------------------------------------
+_SYNC_KEY = "cardbridge.synchronous"  # the level to restore, on the pooled connection's info
+
+
+def _can_relax() -> bool:
+    """Whether this worker may skip the disk flush of some commits (module docstring)."""
+    engine = db.engine
+    if engine.dialect.name != "sqlite" or boot_id() is None:
+        return False
+    if not event.contains(engine, "checkin", _restore_synchronous):
+        event.listen(engine, "checkin", _restore_synchronous)
+    return True
+
+
+def _relax_next_commit() -> bool:
+    """Let the session's next commit reach the operating system without a disk flush. SQLite
+    only changes this outside a transaction: call it before the transaction's first write.
+    The connection gets its level back when it returns to the pool, so nothing else (a web
+    request, the next claim) ever commits this way."""
+    conn = db.session.connection()
+    dbapi = conn.connection.dbapi_connection  # straight to sqlite3: this runs once per email
+    if dbapi.in_transaction:
+        return False  # something already wrote: this commit is flushed, which is always safe
+    if _SYNC_KEY not in conn.info:
+        conn.info[_SYNC_KEY] = int(dbapi.execute("PRAGMA synchronous").fetchone()[0])
+    dbapi.execute("PRAGMA synchronous=NORMAL")
+    return True
+
+
+def _restore_synchronous(dbapi_conn, record) -> None:
+    level = record.info.pop(_SYNC_KEY, None)
+    if level is not None:
+        dbapi_conn.execute(f"PRAGMA synchronous={level}")
 
 
 def _prepare(emails: list[Email], now: datetime) -> list[Email]:
@@ -303,14 +386,24 @@ def _send_claim(held: Claim, transport, commit, report: Report, sleep) -> None:
                 commit()
                 report.stopped = True
                 return
+        start += held.group
+        through = emails[min(start + held.group, len(emails)) - 1].id \
+            if start < len(emails) else None
+        durable = None  # the next group goes past the last flushed bound: flush this commit
+        if through is not None and held.durable_through is not None \
+                and through > held.durable_through:
+            durable = emails[min(start + held.window, len(emails)) - 1].id
+        if held.window > held.group and durable is None:
+            _relax_next_commit()
         if not _record(held.token, done, report):
             commit()  # what still matched was ours and went; the rest is the reaper's now
             log.warning("claim %s was taken over; stopping this batch", held.token)
             report.stopped = True
             return
-        start += held.group
-        if start < len(emails):
-            _advance(held.token, emails[min(start + held.group, len(emails)) - 1].id)
+        if through is not None:
+            _advance(held.token, through, durable)
+            if durable is not None:
+                held.durable_through = durable
         else:
             _finish(held.token)
         commit()
@@ -352,16 +445,19 @@ def _send_one(email: Email, transport, now: datetime, wait_for_slot) -> Outcome:
     return Outcome("sent", provider_id, msg.msgId)
 
 
+_EMAILS = Email.__table__
+# Core columns throughout: an ORM attribute anywhere in it sends a statement through the ORM's
+# bulk machinery, which costs more per email than the SQL itself.
 _RECORD = (
-    update(Email.__table__)
-    .where(Email.id == bindparam("e_id"), Email.claim_token == bindparam("e_token"),
-           Email.status == "sending")
-    .values(status=bindparam("e_status"), claim_token=None, attempts=Email.attempts + 1,
+    update(_EMAILS)
+    .where(_EMAILS.c.id == bindparam("e_id"), _EMAILS.c.claim_token == bindparam("e_token"),
+           _EMAILS.c.status == "sending")
+    .values(status=bindparam("e_status"), claim_token=None, attempts=_EMAILS.c.attempts + 1,
             sent_at=bindparam("e_sent_at"), provider_message_id=bindparam("e_provider_id"),
             message_id=bindparam("e_message_id"), link_id=bindparam("e_link_id"),
             last_error=bindparam("e_error"), updated_at=bindparam("e_now"),
             next_attempt_at=func.coalesce(bindparam("e_next", type_=UTCDateTime),
-                                          Email.next_attempt_at))
+                                          _EMAILS.c.next_attempt_at))
 )
 
 
@@ -393,15 +489,24 @@ def _record(token: str, done: list[tuple[Email, Outcome]], report: Report) -> bo
     if matched != len(rows):
         return False
     if sent:
-        db.session.execute(insert(CustomerEvent), [
+        # Core statements on the tables: one round per group, none of the ORM's bookkeeping.
+        db.session.execute(insert(CustomerEvent.__table__), [
             {"customer_id": email.customer_id, "link_id": email.link_id, "kind": "emailed",
              "at": outcome.at, "details": {"email": email.id, "kind": email.kind,
                                            "wave": email.wave_id, "step": email.step}}
             for email, outcome in sent])
-    for email, _ in sent:
-        if email.link is not None and email.customer.status == "needs_update":
-            # The link was live when claimed and has just been emailed: SPEC's "invited".
-            email.customer.status = "invited"
+    # The link was live when claimed and has just been emailed: SPEC's "invited".
+    invited = [email.customer for email, _ in sent
+               if email.link is not None and email.customer.status == "needs_update"]
+    if invited:
+        customers = Customer.__table__
+        db.session.execute(
+            update(customers)
+            .where(customers.c.id.in_([c.id for c in invited]),
+                   customers.c.status == "needs_update")
+            .values(status="invited"))
+        for customer in invited:
+            set_committed_value(customer, "status", "invited")
     for email, outcome in done:
         if outcome.status == "bounced":
             mark_bounced(email.to_address, source="smtp", reason=outcome.detail,
@@ -423,22 +528,26 @@ def _requeue_rest(held: Claim, index: int, now: datetime, error: str, report: Re
     report.retrying += len(rest)
 
 
+_CLAIMS = EmailClaim.__table__  # per-email statements: Core, not the ORM's bulk machinery
+
+
 def _heartbeat(token: str) -> None:
     db.session.execute(
         update(EmailClaim).where(EmailClaim.token == token).values(heartbeat_at=utcnow())
     )
 
 
-def _advance(token: str, through_id: int) -> None:
-    """The next group may go: up to `through_id` may be on the wire before the next commit."""
-    db.session.execute(
-        update(EmailClaim).where(EmailClaim.token == token)
-        .values(heartbeat_at=utcnow(), in_flight_through=through_id)
-    )
+def _advance(token: str, through_id: int, durable_through: int | None = None) -> None:
+    """The next group may go: up to `through_id` may be on the wire before the next commit
+    (and up to `durable_through` before the next flushed one, when this commit is flushed)."""
+    values = {"heartbeat_at": utcnow(), "in_flight_through": through_id}
+    if durable_through is not None:
+        values["durable_through"] = durable_through
+    db.session.execute(update(_CLAIMS).where(_CLAIMS.c.token == token).values(**values))
 
 
 def _finish(token: str) -> bool:
-    return bool(db.session.execute(delete(EmailClaim).where(EmailClaim.token == token)).rowcount)
+    return bool(db.session.execute(delete(_CLAIMS).where(_CLAIMS.c.token == token)).rowcount)
 
 
 def overdue_ids(due_before: datetime, limit: int = 10_000) -> list[int]:

@@ -209,3 +209,94 @@ def test_worker_burst_command_drains_and_reports(make_app, make_customer, sink):
     assert result.exit_code == 0, result.output
     assert "0 queued, 0 sending, 3 sent, 0 failed" in result.output
     assert len(sink.received) == 3
+
+
+# -- commits flushed to disk once per MAIL_DURABLE_EVERY emails (SQLite) -------------------------
+def _watch_commits(app) -> list[int]:
+    """The `synchronous` level each commit of the worker runs at, in order (SQLite)."""
+    from sqlalchemy import event
+
+    levels: list[int] = []
+
+    def on_commit(conn):
+        levels.append(int(conn.exec_driver_sql("PRAGMA synchronous").scalar()))
+
+    with app.app_context():
+        event.listen(db.engine, "commit", on_commit)
+    return levels
+
+
+@pytest.mark.skipif(os.environ.get("TEST_DATABASE_URL") is not None, reason="SQLite only")
+@pytest.mark.skipif(outbox.boot_id() is None, reason="needs /proc/sys/kernel/random/boot_id")
+def test_on_sqlite_one_commit_in_mail_durable_every_is_flushed_to_disk(make_app, make_customer,
+                                                                      sink):
+    app = make_app(**mail_config(sink, MAIL_DURABLE_EVERY=3))
+    customers = [make_customer() for _ in range(7)]
+    queue_link_emails(app, customers)
+    with app.app_context():
+        full = int(db.session.connection().exec_driver_sql("PRAGMA synchronous").scalar())
+        db.session.rollback()
+    assert full >= 2  # FULL (or EXTRA) everywhere else
+    levels = _watch_commits(app)
+    drain(app)
+    assert len(sink.received) == 7 and {e.status for e in rows(app)} == {"sent"}
+    relaxed = [level for level in levels if level < full]
+    # One claim of seven: its commit covers emails 1–3, the commits after emails 3 and 6 are
+    # flushed and move the bound on; the other five outcomes are not flushed.
+    assert len(relaxed) == 5 and set(relaxed) == {1}  # NORMAL
+    with app.app_context():  # the pool hands out connections at the configured level again
+        assert int(db.session.connection().exec_driver_sql("PRAGMA synchronous").scalar()) \
+            == full
+        db.session.rollback()
+
+
+def _dead_claim_after_three_of_six(app, ids, boot: str | None) -> str:
+    """The state a worker left after sending emails 1–3 of a claim of six, emails 1–2 recorded
+    sent by commits that were not flushed, the bound flushed when claimed: 1–4."""
+    with app.app_context():
+        held = outbox.claim(ids, throttled=False)
+        db.session.commit()
+        claim = db.session.execute(
+            select(EmailClaim).where(EmailClaim.token == held.token)).scalar_one()
+        assert claim.boot_id == outbox.boot_id()
+        # SQLite: the claim's flushed commit covers its first MAIL_DURABLE_EVERY emails;
+        # PostgreSQL flushes every commit, so both bounds are the first email's.
+        sqlite = db.engine.dialect.name == "sqlite" and outbox.boot_id() is not None
+        assert claim.durable_through == (ids[-1] if sqlite else ids[0])
+        assert claim.in_flight_through == ids[0]
+        gone = subprocess.Popen(["true"])
+        gone.wait()
+        claim.worker = f"{outbox.socket.gethostname()}:{gone.pid}"
+        claim.boot_id, claim.in_flight_through, claim.durable_through = boot, ids[2], ids[3]
+        for email in held.emails[:2]:
+            email.status, email.claim_token = "sent", None
+        db.session.commit()
+        return held.token
+
+
+def test_after_a_worker_crash_only_the_email_on_the_wire_is_given_up(make_app, make_customer):
+    app = make_app(**mail_config())
+    ids = queue_link_emails(app, [make_customer() for _ in range(6)])
+    _dead_claim_after_three_of_six(app, ids, outbox.boot_id())
+    with app.app_context():
+        if outbox.boot_id() is None:
+            pytest.skip("needs /proc/sys/kernel/random/boot_id")
+        assert outbox.reap_dead_claims() == ids[3:]
+        db.session.commit()
+    assert [e.status for e in rows(app)] == ["sent", "sent", "failed", "queued", "queued",
+                                             "queued"]
+
+
+@pytest.mark.parametrize("boot", ["another-boot", None])
+def test_after_the_machine_restarted_the_whole_flushed_window_is_given_up(make_app,
+                                                                         make_customer, boot):
+    """Commits since the last flushed one may be lost with the machine: email 4 may have gone
+    after a commit that no longer exists, so it is given up too; 5 and 6 had not."""
+    app = make_app(**mail_config())
+    ids = queue_link_emails(app, [make_customer() for _ in range(6)])
+    _dead_claim_after_three_of_six(app, ids, boot)
+    with app.app_context():
+        assert outbox.reap_dead_claims() == ids[4:]
+        db.session.commit()
+    assert [e.status for e in rows(app)] == ["sent", "sent", "failed", "failed", "queued",
+                                             "queued"]

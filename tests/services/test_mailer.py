@@ -163,3 +163,14 @@ def test_a_connection_dropped_after_the_body_is_not_resent(make_app, make_custom
     (row,) = email_rows(app)
     assert row.status == "failed" and "may have been delivered" in row.last_error
     assert sink.recipients() == ["flaky@example.com"]  # once: at most once, as promised
+
+
+def test_envelope_addresses_are_those_smtplib_would_send():
+    import smtplib
+
+    from services.mailer import _envelope
+
+    for address in ("customer@example.com", "o'brien+tag@example.co.uk",
+                    "Example Co <billing@example.com>",
+                    "=?utf-8?q?Example_Co?= <billing@example.com>", "\"A, B\" <ab@example.com>"):
+        assert _envelope(address) == smtplib.quoteaddr(address)
