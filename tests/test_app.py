@@ -91,3 +91,10 @@ def test_sqlite_connections_are_not_pinged_but_server_ones_are(tmp_path):
                                     "DATABASE_URL": "postgresql+psycopg://db/x"})
     derive(config)
     assert config["SQLALCHEMY_ENGINE_OPTIONS"] == {"pool_pre_ping": True}
+
+
+@pytest.mark.parametrize("name", __import__("config").TUNING_INTS)
+def test_every_tuning_knob_is_read_from_the_environment(tmp_path, name):
+    config = load_config(tmp_path, {"CARDBRIDGE_ENV": "development", name: "7"})
+    assert config[name] == 7
+    assert name not in load_config(tmp_path, {"CARDBRIDGE_ENV": "development"})
