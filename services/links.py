@@ -162,13 +162,14 @@ class LinkView:
     customer_name: str | None
     customer_email: str
     legacy_id: str
+    locale: str | None
     card: dict | None
 
 
 _links, _customers, _cards = Link.__table__, Customer.__table__, MigratedCard.__table__
 _VIEW_QUERY = (
     select(_links.c.public_id, _links.c.expires_at, _links.c.used_at, _links.c.revoked_at,
-           _customers.c.name, _customers.c.email, _customers.c.legacy_id,
+           _customers.c.name, _customers.c.email, _customers.c.legacy_id, _customers.c.locale,
            _customers.c.card_brand, _customers.c.card_last4, _customers.c.card_exp_month,
            _customers.c.card_exp_year, _cards.c.id.label("card_id"), _cards.c.brand,
            _cards.c.last4, _cards.c.exp_month, _cards.c.exp_year)
@@ -205,7 +206,7 @@ def view_link(token: str, *, now: datetime | None = None) -> LinkView:
         raise LinkError("expired")
     return LinkView(public_id=first.public_id, expires_at=first.expires_at,
                     customer_name=first.name, customer_email=first.email,
-                    legacy_id=first.legacy_id, card=_known_card(rows))
+                    legacy_id=first.legacy_id, locale=first.locale, card=_known_card(rows))
 
 
 def _known_card(rows) -> dict | None:

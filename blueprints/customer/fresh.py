@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from flask import current_app, render_template, request
+from flask import current_app, request
 from sqlalchemy import select
 
 from blueprints.customer import bp
+from blueprints.customer.i18n import _, render
 from extensions import db, limiter
 from models import Customer
 from security import link_page
@@ -51,12 +52,12 @@ def fresh_link():
     email = normalize_email(request.form.get("email", ""))
     token = request.form.get("token", "")[:512]
     if "@" not in email or len(email) > 320:
-        return render_template("customer/invalid.html", reason="form", token=token,
-                               form_error="Enter the email address we have on file."), 400
+        return render("customer/invalid.html", reason="form", token=token,
+                      form_error=_("Enter the email address we have on file.")), 400
     for customer in _recipients(email, token):
         issued = issue_link(customer, created_by="customer:fresh-link", channel="email")
         send_link_email(customer, issued, kind="fresh_link")
         log.info("fresh link sent customer=%s link=%s", customer.legacy_id,
                  issued.link.public_id)
     db.session.commit()
-    return render_template("customer/fresh_sent.html")
+    return render("customer/fresh_sent.html")

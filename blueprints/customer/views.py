@@ -10,19 +10,20 @@ from flask import (
     g,
     jsonify,
     redirect,
-    render_template,
     request,
     session,
     url_for,
 )
 
 from blueprints.customer import bp
+from blueprints.customer.i18n import _, choose, render
 from extensions import db
 from models import CustomerEvent, Link
 from models.types import utcnow
 from security import link_page, stripe_page, unmetered
 from services import card_setup
 from services.links import LinkError, LinkView, load_link, view_link
+from services.mailer import pick_locale
 from services.recording import Recorded, SetupNotFinished, SetupNotOurs
 from services.stripe_gateway import CardDeclined, GatewayError, StripeUnavailable
 
@@ -37,7 +38,7 @@ def gateway():
 
 def invalid_link_page(err: LinkError, token: str = ""):
     return (
-        render_template("customer/invalid.html", reason=err.reason, token=token),
+        render("customer/invalid.html", reason=err.reason, token=token),
         INVALID_STATUS.get(err.reason, 404),
     )
 
@@ -56,16 +57,17 @@ def page(token: str):
         link = view_link(token)
     except LinkError as err:
         return invalid_link_page(err, token)
+    lang = choose(link.locale)
     form = current_app.config["CARD_FORM"]
     if session.get("link_token") != token:  # an unchanged session is not re-signed
         session["link_token"] = token  # lets Checkout's cancel page bring the customer back
     g.csp_stripe = "checkout" if form == "checkout" else "elements"  # Stripe hosts: this page only
-    return render_template(
+    return render(
         "customer/update.html",
         page_url=url_for("customer.page", token=token),
         link=link,
         card=link.card,
-        deadline=_deadline(link),
+        deadline=lang.day(_deadline(link)),
         card_form=form,
         stripe_js_url=current_app.config["STRIPE_JS_URL"],
         publishable_key=current_app.config["STRIPE_PUBLISHABLE_KEY"],
@@ -86,7 +88,7 @@ def opened(token: str):
     try:
         link = load_link(token)
     except LinkError:
-        return _json_error("This link can no longer be used.", 410, retry=False, code="link")
+        return _json_error(_("This link can no longer be used."), 410, retry=False, code="link")
     if link.opened_at is None:
         link.opened_at = utcnow()
         db.session.add(CustomerEvent(customer_id=link.customer_id, link_id=link.id,
@@ -101,18 +103,19 @@ def intent(token: str):
     try:
         link = load_link(token)
     except LinkError:
-        return _json_error("This link can no longer be used. Reload the page.", 410,
+        return _json_error(_("This link can no longer be used. Reload the page."), 410,
                            retry=False, code="link")
+    choose(link.customer.locale)
     try:
         setup_intent = card_setup.open_setup_intent(link, gateway())
     except StripeUnavailable:
         db.session.rollback()
-        return _json_error("We could not reach our payment provider. Please try again in a "
-                           "minute; nothing was saved.", 503, code="unavailable")
+        return _json_error(_("We could not reach our payment provider. Please try again in a "
+                             "minute; nothing was saved."), 503, code="unavailable")
     except GatewayError:
         db.session.rollback()
         log.exception("setup intent failed link=%s", link.public_id)
-        return _json_error("Something went wrong on our side. Please try again later.", 502)
+        return _json_error(_("Something went wrong on our side. Please try again later."), 502)
     db.session.commit()
     if setup_intent["status"] == "succeeded":
         # Saved before, but the browser never told us (closed tab, lost answer): finish it.
@@ -121,7 +124,8 @@ def intent(token: str):
                                                       via="browser", link=link)
         except (SetupNotOurs, SetupNotFinished, GatewayError):
             db.session.rollback()
-            return _json_error("Something went wrong on our side. Please try again later.", 502)
+            return _json_error(
+                _("Something went wrong on our side. Please try again later."), 502)
         db.session.commit()
         return jsonify(redirect=_done(recorded, link), status="succeeded")
     return jsonify(client_secret=setup_intent["client_secret"], status=setup_intent["status"])
@@ -130,7 +134,8 @@ def intent(token: str):
 def _done(recorded: Recorded, link: Link):
     session.pop("link_token", None)
     session["done"] = {"link": link.public_id, "brand": recorded.payment_method.brand,
-                       "last4": recorded.payment_method.last4}
+                       "last4": recorded.payment_method.last4,
+                       "lang": pick_locale(link.customer.locale)}
     return url_for("customer.done")
 
 
@@ -141,27 +146,28 @@ def complete(token: str):
     try:
         link = load_link(token, allow_spent=True)
     except LinkError:
-        return _json_error("This link can no longer be used.", 404, retry=False, code="link")
+        return _json_error(_("This link can no longer be used."), 404, retry=False, code="link")
+    choose(link.customer.locale)
     seti_id = (request.get_json(silent=True) or {}).get("setup_intent")
     if not isinstance(seti_id, str) or not seti_id.startswith("seti_"):
-        return _json_error("Missing setup reference.", 400, retry=False, code="bad_request")
+        return _json_error(_("Missing setup reference."), 400, retry=False, code="bad_request")
     try:
         recorded = card_setup.finish_setup_intent(seti_id, gateway(), via="browser", link=link)
     except SetupNotOurs:
         db.session.rollback()
-        return _json_error("That card setup does not belong to this link.", 400, retry=False,
+        return _json_error(_("That card setup does not belong to this link."), 400, retry=False,
                            code="mismatch")
     except SetupNotFinished as exc:
         db.session.rollback()
-        return _json_error("Your card was not confirmed yet. Please try again.", 409,
+        return _json_error(_("Your card was not confirmed yet. Please try again."), 409,
                            code=f"not_finished:{exc.status}")
     except CardDeclined as exc:
         db.session.rollback()
         return _json_error(exc.message, 402, code="declined")
     except StripeUnavailable:
         db.session.rollback()
-        return _json_error("We could not reach our payment provider. Your card may already be "
-                           "saved; please try again in a minute.", 503, code="unavailable")
+        return _json_error(_("We could not reach our payment provider. Your card may already "
+                             "be saved; please try again in a minute."), 503, code="unavailable")
     db.session.commit()
     return jsonify(redirect=_done(recorded, link))
 
@@ -174,15 +180,16 @@ def checkout(token: str):
         link = load_link(token)
     except LinkError as err:
         return invalid_link_page(err, token)
+    choose(link.customer.locale)
     try:
         checkout_session = card_setup.open_checkout_session(link, gateway())
     except StripeUnavailable:
         db.session.rollback()
-        return render_template("customer/retry.html", token=token), 503
+        return render("customer/retry.html", token=token), 503
     except GatewayError:
         db.session.rollback()
         log.exception("checkout session failed link=%s", link.public_id)
-        return render_template("customer/retry.html", token=token), 502
+        return render("customer/retry.html", token=token), 502
     db.session.commit()
     return redirect(checkout_session["url"], code=303)
 
@@ -199,7 +206,7 @@ def _finish_return(finish):
         abort(404)
     except StripeUnavailable:
         db.session.rollback()
-        return render_template("customer/retry.html", token=session.get("link_token")), 503
+        return render("customer/retry.html", token=session.get("link_token")), 503
     db.session.commit()
     link = db.session.get(Link, recorded.payment_method.link_id)
     return redirect(_done(recorded, link), code=303)
@@ -234,11 +241,13 @@ def resume():
     token = session.get("link_token")
     if token:
         return redirect(url_for("customer.page", token=token))
-    return render_template("customer/resume.html")
+    return render("customer/resume.html")
 
 
 @bp.get("/done")
 @link_page
 def done():
     info = session.get("done")
-    return render_template("customer/done.html", info=info)
+    if info and info.get("lang"):
+        choose(info["lang"])
+    return render("customer/done.html", info=info)

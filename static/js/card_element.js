@@ -7,7 +7,7 @@
   if (typeof Stripe === "undefined") { window.cardbridge.unavailable(form); return; }
   const cfg = form.dataset;
   const view = window.cardbridge.ui(form);
-  const stripe = Stripe(cfg.publishableKey);
+  const stripe = Stripe(cfg.publishableKey, { locale: cfg.locale || "auto" });  // Stripe's own words in the page's language
   const card = stripe.elements().create("card", {
     style: { base: { fontSize: "16px", color: "#1f2430" } },
   });

@@ -12,6 +12,6 @@
     const button = form.querySelector("#submit");
     button.disabled = true;
     button.classList.add("busy");
-    button.textContent = "Opening the secure page…";
+    button.textContent = form.dataset.msgOpening || "Opening the secure page…";
   });
 })();

@@ -15,6 +15,9 @@ window.cardbridge = (function () {
     return { ok: response.ok, status: response.status, data: data };
   }
 
+  // The page's language: the server writes each message into the form as data-msg-*.
+  function say(form, key, english) { return form.dataset[key] || english; }
+
   function ui(form) {
     const button = form.querySelector("#submit");
     const errors = form.querySelector("#card-errors");
@@ -24,11 +27,11 @@ window.cardbridge = (function () {
         button.disabled = on;
         button.classList.toggle("busy", on);
         form.setAttribute("aria-busy", on ? "true" : "false");
-        if (status) status.textContent = on ? (text || "Saving your card…") : "";
+        if (status) status.textContent = on ? (text || say(form, "msgSaving", "Saving your card…")) : "";
       },
       ready() { button.disabled = false; },
       error(message) {
-        errors.textContent = message || "Something went wrong. Please try again.";
+        errors.textContent = message || say(form, "msgError", "Something went wrong. Please try again.");
       },
       clear() { errors.textContent = ""; },
     };
@@ -39,8 +42,8 @@ window.cardbridge = (function () {
 
   // Stripe.js did not load (network, content blocker): say so instead of a dead button.
   function unavailable(form) {
-    ui(form).error("The secure card form could not load. Check your connection, allow " +
-                   "js.stripe.com if a content blocker is on, then reload this page.");
+    ui(form).error(say(form, "msgUnavailable", "The secure card form could not load. Check your " +
+                   "connection, allow js.stripe.com if a content blocker is on, then reload this page."));
   }
 
   // The Save flow both Elements forms share: ask our server for the SetupIntent, let Stripe
@@ -66,14 +69,15 @@ window.cardbridge = (function () {
         if (intent.data.redirect) { leave(intent.data.redirect); return; }
         const result = await confirm(intent.data.client_secret);
         if (result.error) {
-          view.error(result.error.message || "Your card could not be saved. Please try another card.");
+          view.error(result.error.message ||
+                     say(form, "msgDeclined", "Your card could not be saved. Please try another card."));
           return;
         }
         const done = await post(cfg.completeUrl, { setup_intent: result.setupIntent.id });
         if (!done.ok) { view.error(done.data.message); return; }
         leave(done.data.redirect);
       } catch (err) {
-        view.error("We could not reach the server. Check your connection and try again.");
+        view.error(say(form, "msgOffline", "We could not reach the server. Check your connection and try again."));
       } finally {
         working = false;
         if (!leaving) view.busy(false);

@@ -119,3 +119,18 @@ def test_the_axe_check_does_flag_a_serious_problem(page, card_app):
     page.evaluate("""() => { const img = document.createElement("img");
                              img.src = "/static/css/app.css"; document.body.appendChild(img); }""")
     assert any(v.startswith("image-alt (critical)") for v in serious_violations(page))
+
+
+def test_a_french_customer_saves_a_card_in_french(page, browser_log, card_app):
+    """The whole path in French: page, busy state, done page; axe and screenshots as in English."""
+    link = make_link(card_app, locale="fr")
+    open_page(page, link.url)
+    expect(page.get_by_role("heading", name="Mettez à jour votre carte")).to_be_visible()
+    expect(page.locator("html")).to_have_attribute("lang", "fr")
+    check_page(page, "update-fr")
+    fill_card(page, "4242424242424242")
+    page.get_by_role("button", name="Enregistrer la carte").click()
+    page.wait_for_url("**/u/done")
+    expect(page.get_by_role("heading", name="Merci, votre carte est enregistrée")).to_be_visible()
+    check_page(page, "done-fr")
+    assert_page_clean(page, browser_log)
