@@ -16,7 +16,7 @@ from flask import (
 )
 
 from blueprints.customer import bp
-from blueprints.customer.i18n import _, choose, render
+from blueprints.customer.i18n import _, choose, render, render_filled
 from extensions import db
 from models import CustomerEvent, Link
 from models.types import utcnow
@@ -62,16 +62,28 @@ def page(token: str):
     if session.get("link_token") != token:  # an unchanged session is not re-signed
         session["link_token"] = token  # lets Checkout's cancel page bring the customer back
     g.csp_stripe = "checkout" if form == "checkout" else "elements"  # Stripe hosts: this page only
-    return render(
+    card = link.card or {}
+    expiry = (f"{card['exp_month']:02d}/{card['exp_year']}"
+              if card.get("exp_month") and card.get("exp_year") else None)
+    config = current_app.config
+    return render_filled(
         "customer/update.html",
-        page_url=url_for("customer.page", token=token),
-        link=link,
-        card=link.card,
-        deadline=lang.day(_deadline(link)),
+        {   # this customer's: filled into the page's skeleton, escaped
+            "page_url": url_for("customer.page", token=token),
+            "name": link.customer_name,
+            "email": link.customer_email,
+            "reference": link.legacy_id,
+            "deadline": lang.day(_deadline(link)),
+            "card_brand": (card.get("brand") or lang.gettext("Card")).capitalize()
+            if card.get("last4") else None,
+            "card_last4": card.get("last4"),
+            "card_expiry": expiry,
+        },
+        lang=lang.code,
         card_form=form,
-        stripe_js_url=current_app.config["STRIPE_JS_URL"],
-        publishable_key=current_app.config["STRIPE_PUBLISHABLE_KEY"],
-        return_url=f"{current_app.config['PUBLIC_BASE_URL']}/u/return",
+        stripe_js_url=config["STRIPE_JS_URL"],
+        publishable_key=config["STRIPE_PUBLISHABLE_KEY"],
+        return_url=f"{config['PUBLIC_BASE_URL']}/u/return",
         # Stripe sent the customer back unconfirmed (failed 3-D Secure, …): say so on the form.
         retry=request.args.get("retry") == "1",
     )
