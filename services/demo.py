@@ -13,7 +13,8 @@ from models.types import utcnow
 from services.links import issue_link
 
 PEOPLE = [
-    # legacy id, name, email, status, card on file (brand, last4, month, year)
+    # legacy id, name, email, status, card on file (brand, last4, month, year); locale "en"
+    # unless a sixth field says otherwise
     ("demo-1001", "Ada Lovelace", "ada@example.com", "needs_update", ("Visa", "4242", 1, 2025)),
     ("demo-1002", "Grace Hopper", "grace@example.com", "needs_update", None),
     ("demo-1003", "Alan Turing", "alan@example.com", "needs_update",
@@ -22,6 +23,8 @@ PEOPLE = [
     ("demo-1005", "Edsger Dijkstra", "edsger@example.com", "ready", ("Amex", "0005", 12, 2029)),
     ("demo-1006", "Barbara Liskov", "barbara@example.com", "updated", ("Visa", "4242", 11, 2031)),
     ("demo-1007", "Donald Knuth", "don@example.com", "needs_update", ("Discover", "1117", 6, 2024)),
+    ("demo-1008", "Émilie du Châtelet", "emilie@example.com", "needs_update",
+     ("Visa", "0019", 2, 2025), "fr"),
 ]
 
 
@@ -30,12 +33,13 @@ def seed(link_count: int = 2) -> list[str]:
     lines: list[str] = []
     now = utcnow()
     created = 0
-    for legacy_id, name, email, status, card in PEOPLE:
+    for legacy_id, name, email, status, card, *locale in PEOPLE:
         if db.session.execute(
             select(Customer.id).where(Customer.legacy_id == legacy_id)
         ).scalar_one_or_none():
             continue
-        customer = Customer(legacy_id=legacy_id, name=name, email=email, locale="en",
+        customer = Customer(legacy_id=legacy_id, name=name, email=email,
+                            locale=locale[0] if locale else "en",
                             status="needs_update" if status != "ready" else "ready")
         if card:
             customer.card_brand, customer.card_last4 = card[0], card[1]
@@ -61,9 +65,14 @@ def seed(link_count: int = 2) -> list[str]:
                                Customer.status.in_(("needs_update", "invited")))
         .order_by(Customer.legacy_id)
     ).scalars().all()
-    for customer in needing[:link_count]:
+    # One link in English and one in French (the pages speak the customer's language).
+    french = [c for c in needing if c.locale == "fr"][:1]
+    chosen = ([c for c in needing if c.locale != "fr"][:link_count - len(french)] + french
+              if link_count > 1 else needing[:link_count])
+    for customer in chosen:
         issued = issue_link(customer, created_by="demo")
-        lines.append(f"link for {customer.name} <{customer.email}>: {issued.url}")
+        language = " (en français)" if customer.locale == "fr" else ""
+        lines.append(f"link for {customer.name} <{customer.email}>{language}: {issued.url}")
     from services.staff import ensure_demo_admin  # the support console's demo login
 
     admin, password = ensure_demo_admin()

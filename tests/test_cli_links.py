@@ -68,6 +68,7 @@ def test_demo_seeds_every_status_and_prints_two_links(app, runner):
     assert result.exit_code == 0, result.output
     links = [line for line in result.output.splitlines() if "/u/" in line]
     assert len(links) == 2
+    assert "(en français)" in links[1] and "français" not in links[0]
     with app.app_context():
         statuses = set(db.session.execute(select(Customer.status)).scalars())
     assert statuses == {"ready", "needs_update", "invited", "updated"}
