@@ -461,6 +461,19 @@ _RECORD = (
 )
 
 
+_CUSTOMERS = Customer.__table__
+# Built once: a statement built per email costs more to key and cache than to run.
+_EMAILED = insert(CustomerEvent.__table__)
+_INVITED = (update(_CUSTOMERS)
+            .where(_CUSTOMERS.c.id.in_(bindparam("c_ids", expanding=True)),
+                   _CUSTOMERS.c.status == "needs_update")
+            .values(status="invited"))
+
+
+def _mark_invited(customer) -> None:
+    set_committed_value(customer, "status", "invited")
+
+
 def _record(token: str, done: list[tuple[Email, Outcome]], report: Report) -> bool:
     """Write a group's outcomes, only for rows this worker still holds; False if any was lost."""
     if not done:
@@ -489,8 +502,7 @@ def _record(token: str, done: list[tuple[Email, Outcome]], report: Report) -> bo
     if matched != len(rows):
         return False
     if sent:
-        # Core statements on the tables: one round per group, none of the ORM's bookkeeping.
-        db.session.execute(insert(CustomerEvent.__table__), [
+        db.session.execute(_EMAILED, [
             {"customer_id": email.customer_id, "link_id": email.link_id, "kind": "emailed",
              "at": outcome.at, "details": {"email": email.id, "kind": email.kind,
                                            "wave": email.wave_id, "step": email.step}}
@@ -499,14 +511,9 @@ def _record(token: str, done: list[tuple[Email, Outcome]], report: Report) -> bo
     invited = [email.customer for email, _ in sent
                if email.link is not None and email.customer.status == "needs_update"]
     if invited:
-        customers = Customer.__table__
-        db.session.execute(
-            update(customers)
-            .where(customers.c.id.in_([c.id for c in invited]),
-                   customers.c.status == "needs_update")
-            .values(status="invited"))
+        db.session.execute(_INVITED, {"c_ids": [c.id for c in invited]})
         for customer in invited:
-            set_committed_value(customer, "status", "invited")
+            _mark_invited(customer)
     for email, outcome in done:
         if outcome.status == "bounced":
             mark_bounced(email.to_address, source="smtp", reason=outcome.detail,
@@ -537,17 +544,26 @@ def _heartbeat(token: str) -> None:
     )
 
 
+_ADVANCE = (update(_CLAIMS).where(_CLAIMS.c.token == bindparam("c_token"))
+            .values(heartbeat_at=bindparam("c_now"), in_flight_through=bindparam("c_through")))
+_ADVANCE_DURABLE = _ADVANCE.values(durable_through=bindparam("c_durable"))
+
+
 def _advance(token: str, through_id: int, durable_through: int | None = None) -> None:
     """The next group may go: up to `through_id` may be on the wire before the next commit
     (and up to `durable_through` before the next flushed one, when this commit is flushed)."""
-    values = {"heartbeat_at": utcnow(), "in_flight_through": through_id}
-    if durable_through is not None:
-        values["durable_through"] = durable_through
-    db.session.execute(update(_CLAIMS).where(_CLAIMS.c.token == token).values(**values))
+    params = {"c_token": token, "c_now": utcnow(), "c_through": through_id}
+    if durable_through is None:
+        db.session.execute(_ADVANCE, params)
+    else:
+        db.session.execute(_ADVANCE_DURABLE, {**params, "c_durable": durable_through})
+
+
+_FINISH = delete(_CLAIMS).where(_CLAIMS.c.token == bindparam("c_token"))
 
 
 def _finish(token: str) -> bool:
-    return bool(db.session.execute(delete(_CLAIMS).where(_CLAIMS.c.token == token)).rowcount)
+    return bool(db.session.execute(_FINISH, {"c_token": token}).rowcount)
 
 
 def overdue_ids(due_before: datetime, limit: int = 10_000) -> list[int]:
