@@ -174,3 +174,35 @@ def test_envelope_addresses_are_those_smtplib_would_send():
                     "Example Co <billing@example.com>",
                     "=?utf-8?q?Example_Co?= <billing@example.com>", "\"A, B\" <ab@example.com>"):
         assert _envelope(address) == smtplib.quoteaddr(address)
+
+
+def test_building_a_message_never_resolves_this_hosts_name(make_app, monkeypatch):
+    """Flask-Mail's Message asks for the host's FQDN per message; ours names its row."""
+    import socket
+
+    from services import mailer
+
+    app = make_app(**mail_config(MAIL_DEFAULT_SENDER="Example Co <billing@example.com>"))
+
+    def no_lookup(*args, **kwargs):
+        raise AssertionError("a message looked up the host name")
+
+    monkeypatch.setattr(socket, "getfqdn", no_lookup)
+    with app.app_context():
+        msg = mailer.build("ada@example.com", "Hello", "text", "<p>html</p>",
+                           message_id=mailer.message_id_for(7), headers={"X-Cardbridge-Email": "7"})
+        parsed = message_from_bytes(mailer.to_bytes(msg), policy=default_policy)
+    assert parsed["Message-ID"] == msg.msgId and "cb7" in msg.msgId
+    assert msg.msgId.endswith("@example.com>")
+    assert parsed["To"] == "ada@example.com" and parsed["X-Cardbridge-Email"] == "7"
+
+
+def test_a_line_break_in_a_header_is_refused(make_app):
+    from services import mailer
+
+    app = make_app(**mail_config())
+    with app.app_context():
+        for to, subject in (("ada@example.com\r\nBcc: x@example.com", "Hi"),
+                            ("ada@example.com", "Hi\nBcc: x@example.com")):
+            with pytest.raises(ValueError, match="line break"):
+                mailer.build(to, subject, "t", "h", message_id="<1@example.com>")
