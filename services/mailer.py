@@ -160,11 +160,26 @@ def render(template: str, locale: str, **context) -> tuple[str, str]:
         marked = {**context, **{k: f"@@cb:{k}@@" for k in values}}
         text = env.get_template(f"email/{template}.txt").render(marked)
         html = env.get_template(f"email/{template}.html").render(marked)
-        skeleton = cache[shape] = (text, _inliner().inline(html))
+        skeleton = cache[shape] = (_trim_text(text), _trim_html(_inliner().inline(html)))
     text, html = skeleton
     escaped = {k: str(escape(v)) for k, v in values.items()}
     return (_SLOT.sub(lambda m: values[m.group(1)], text),
             _SLOT.sub(lambda m: escaped[m.group(1)], html))
+
+
+_BLANK_RUN = re.compile(r"\n(?:[ \t]*\n){2,}")
+_BLANK_LINE = re.compile(r"\n[ \t]*(?=\n)")
+
+
+def _trim_text(text: str) -> str:
+    """Blank lines the template tags leave: never more than one between paragraphs."""
+    return _BLANK_RUN.sub("\n\n", text)
+
+
+def _trim_html(html: str) -> str:
+    """Whitespace-only lines the templates and the inliner leave: HTML outside <pre> (which
+    the email templates do not use) renders a run of whitespace as one space either way."""
+    return _BLANK_LINE.sub("", html)
 
 
 def _address(value: str) -> str:
@@ -261,11 +276,25 @@ def to_bytes(msg: OutgoingMessage) -> bytes:
     # Encoded words fold with a bare "\n": every header line ends in CRLF like the rest.
     lines = ["\r\n".join(head).replace("\r\n", "\n").replace("\n", "\r\n"), ""]
     for subtype, content in parts:
+        encoding, encoded = _encode_body(content)
         lines += [f"--{boundary}", f'Content-Type: text/{subtype}; charset="utf-8"',
-                  "Content-Transfer-Encoding: quoted-printable", "",
-                  _qp(content)]
+                  f"Content-Transfer-Encoding: {encoding}", "", encoded]
     lines += [f"--{boundary}--", ""]
     return "\r\n".join(lines).encode("ascii")
+
+
+_MAX_7BIT_LINE = 998  # RFC 5322's limit on a line, CRLF not counted
+
+
+def _encode_body(text: str) -> tuple[str, str]:
+    """(Content-Transfer-Encoding, CRLF body). ASCII whose lines fit RFC 5322 goes as it is
+    ("7bit"); anything else is quoted-printable, whose soft breaks every 76 characters nearly
+    double the lines of a paragraph-per-line HTML part (every line is work for the server)."""
+    text = text.replace("\r\n", "\n")
+    if text.isascii() and "\r" not in text and "\0" not in text \
+            and max(map(len, text.split("\n"))) <= _MAX_7BIT_LINE:
+        return "7bit", text.replace("\n", "\r\n")
+    return "quoted-printable", _qp(text)
 
 
 def _qp(text: str) -> str:

@@ -513,6 +513,11 @@ _INVITED = (update(_CUSTOMERS)
             .values(status="invited"))
 
 
+def _params(rows: list[dict]) -> list[dict] | dict:
+    """One row as one execute: a one-row executemany takes SQLAlchemy's slower batch path."""
+    return rows[0] if len(rows) == 1 else rows
+
+
 def _record(token: str, done: list[tuple[Email, Outcome]], report: Report) -> bool:
     """Write a group's outcomes, only for rows this worker still holds; False if any was lost."""
     if not done:
@@ -531,7 +536,7 @@ def _record(token: str, done: list[tuple[Email, Outcome]], report: Report) -> bo
                      "e_message_id": outcome.message_id, "e_link_id": email.link_id,
                      "e_error": None if status == "sent" else outcome.detail[:500],
                      "e_now": now, "e_next": next_at})
-    matched = db.session.execute(_RECORD, rows).rowcount
+    matched = db.session.execute(_RECORD, _params(rows)).rowcount
     sent = [(email, outcome) for (email, outcome), row in zip(done, rows, strict=True)
             if row["e_status"] == "sent"]
     report.sent += len(sent)
@@ -541,11 +546,11 @@ def _record(token: str, done: list[tuple[Email, Outcome]], report: Report) -> bo
     if matched != len(rows):
         return False
     if sent:
-        db.session.execute(_EMAILED, [
+        db.session.execute(_EMAILED, _params([
             {"customer_id": email.customer_id, "link_id": email.link_id, "kind": "emailed",
              "at": outcome.at, "details": {"email": email.id, "kind": email.kind,
                                            "wave": email.wave_id, "step": email.step}}
-            for email, outcome in sent])
+            for email, outcome in sent]))
     # The link was live when claimed and has just been emailed: SPEC's "invited".
     invited = [email.customer for email, _ in sent
                if email.link is not None and email.customer.status == "needs_update"]
