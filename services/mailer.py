@@ -255,11 +255,13 @@ def build(to: str, subject: str, text: str, html: str, *, message_id: str,
 
 
 def to_bytes(msg: OutgoingMessage) -> bytes:
-    """RFC 5322 bytes of a text + HTML message, quoted-printable bodies.
+    """RFC 5322 bytes of a text + HTML message, each part 7bit or quoted-printable
+    (_encode_body).
 
     The email package's generator (Flask-Mail's `as_bytes`) costs more than the SMTP
     exchange itself; this writes the one shape we send directly. The boundary starts with
-    "=_", which quoted-printable text can never contain.
+    "=_", which quoted-printable text can never contain, and carries 128 random bits, which
+    a 7bit part will not contain by chance.
     """
     boundary = f"=_cb_{uuid.uuid4().hex}"
     head = [
