@@ -8,8 +8,9 @@ Both sides send to the same aiosmtpd sink, which runs in its own process:
 * ours: N customers in a fresh database; a wave queues N link emails (one transaction, tasks
   on the SQLite Huey queue, or RedisHuey with --redis-url); then the worker's burst mode (the
   code `flask worker --burst` runs, here in this process) claims them in batches, issues and
-  signs each link, renders the text and HTML templates in the customer's language, inlines the
-  CSS, sends over one SMTP connection per batch, and commits the outcomes every
+  signs each link, renders the text and HTML templates in the customer's language (templates
+  rendered and CSS-inlined once per language and shape, each email filling in its own
+  values), sends over one SMTP connection per batch, and commits the outcomes every
   `--commit-every` emails (MAIL_COMMIT_EVERY; the default 1 is the production default),
   flushing one commit in
   `--durable-every` to disk on SQLite (MAIL_DURABLE_EVERY; default 50, the production default).

@@ -13,6 +13,20 @@ from models.types import UTCDateTime, utcnow
 STATUSES = ("ready", "needs_update", "invited", "updated")
 
 
+def known_card(migrated, roster) -> dict | None:
+    """The newest of `migrated` (in id order; anything with brand, last4, exp_month and
+    exp_year), else the card of `roster` (anything with a customer's card_* fields)."""
+    cards = sorted(migrated, key=lambda c: (c.exp_year or 0, c.exp_month or 0), reverse=True)
+    if cards:
+        c = cards[0]
+        return {"brand": c.brand, "last4": c.last4, "exp_month": c.exp_month,
+                "exp_year": c.exp_year}
+    if roster.card_last4:
+        return {"brand": roster.card_brand, "last4": roster.card_last4,
+                "exp_month": roster.card_exp_month, "exp_year": roster.card_exp_year}
+    return None
+
+
 class Customer(db.Model):
     __tablename__ = "customers"
 
@@ -39,17 +53,7 @@ class Customer(db.Model):
 
     def known_card(self) -> dict | None:
         """The card we can name to the customer: the newest migrated card, else the roster's."""
-        cards = sorted(
-            self.migrated_cards, key=lambda c: (c.exp_year or 0, c.exp_month or 0), reverse=True
-        )
-        if cards:
-            c = cards[0]
-            return {"brand": c.brand, "last4": c.last4, "exp_month": c.exp_month,
-                    "exp_year": c.exp_year}
-        if self.card_last4:
-            return {"brand": self.card_brand, "last4": self.card_last4,
-                    "exp_month": self.card_exp_month, "exp_year": self.card_exp_year}
-        return None
+        return known_card(self.migrated_cards, self)
 
     def __repr__(self) -> str:
         return f"<Customer {self.legacy_id} {self.status}>"

@@ -35,10 +35,15 @@ class Link(db.Model):
 
     def state(self, now: datetime) -> str:
         """live | used | revoked | expired — the first that applies, in that order of blame."""
-        if self.used_at is not None:
-            return "used"
-        if self.revoked_at is not None:
-            return "revoked"
-        if self.expires_at <= now:
-            return "expired"
-        return "live"
+        return link_state(self, now)
+
+
+def link_state(link, now: datetime) -> str:
+    """Link.state for anything with a link's used_at, revoked_at and expires_at."""
+    if link.used_at is not None:
+        return "used"
+    if link.revoked_at is not None:
+        return "revoked"
+    if link.expires_at <= now:
+        return "expired"
+    return "live"

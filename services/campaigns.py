@@ -25,6 +25,7 @@ from models import Bounce, Customer, CustomerEvent, Email, Link, Wave
 from models.types import utcnow
 from services import links as link_service
 from services import throttle
+from services.emails import LinkRow, OutboxEmail
 from services.queue import deliver_after_commit
 from services.statuses import sweep_expired_invitations
 
@@ -62,7 +63,12 @@ def _serializer_as_of(keys: tuple[str, ...], timestamp: int) -> URLSafeTimedSeri
                                   signer_kwargs={"timestamp": timestamp})
 
 
-def _issue_links(wanted: dict[int, str], now: datetime) -> dict[int, Link]:
+_LINKS, _EVENTS, _CUSTOMERS = Link.__table__, CustomerEvent.__table__, Customer.__table__
+_LINK_ROW = (_LINKS.c.id, _LINKS.c.public_id, _LINKS.c.created_at, _LINKS.c.expires_at,
+             _LINKS.c.used_at, _LINKS.c.revoked_at)  # LinkRow's fields, in order
+
+
+def _issue_links(wanted: dict[int, str], now: datetime) -> dict[int, LinkRow]:
     """A new emailed link for each customer id in `wanted` (→ created_by), in four statements.
 
     The batch form of services.links.issue_link (same row, same event, same status move, older
@@ -73,53 +79,60 @@ def _issue_links(wanted: dict[int, str], now: datetime) -> dict[int, Link]:
     days = current_app.config["LINK_MAX_AGE_DAYS"]
     ids = sorted(wanted)
     db.session.execute(
-        update(Link).where(Link.customer_id.in_(ids), Link.used_at.is_(None),
-                           Link.revoked_at.is_(None))
-        .values(revoked_at=now).execution_options(synchronize_session=False))
-    links = db.session.scalars(insert(Link).returning(Link, sort_by_parameter_order=True), [
-        {"public_id": secrets.token_urlsafe(16), "customer_id": cid, "created_by": wanted[cid],
-         "channel": "email", "created_at": now, "expires_at": now + timedelta(days=days)}
-        for cid in ids]).all()
-    db.session.execute(insert(CustomerEvent), [
-        {"customer_id": link.customer_id, "link_id": link.id, "kind": "link_created",
-         "at": now, "details": {"by": link.created_by, "channel": "email", "days": days}}
-        for link in links])
-    db.session.execute(
-        update(Customer).where(Customer.id.in_(ids), Customer.status == "needs_update")
-        .values(status="invited").execution_options(synchronize_session="evaluate"))
-    return {link.customer_id: link for link in links}
-
-
-def _newest_live_links(customer_ids: set[int], now: datetime) -> dict[int, Link]:
+        update(_LINKS).where(_LINKS.c.customer_id.in_(ids), _LINKS.c.used_at.is_(None),
+                             _LINKS.c.revoked_at.is_(None))
+        .values(revoked_at=now))
     rows = db.session.execute(
-        select(Link).where(Link.customer_id.in_(customer_ids), Link.used_at.is_(None),
-                           Link.revoked_at.is_(None), Link.expires_at > now)
-        .order_by(Link.created_at)
-    ).scalars()
-    return {link.customer_id: link for link in rows}  # the last one wins: the newest
+        insert(_LINKS).returning(*_LINK_ROW, sort_by_parameter_order=True),
+        [{"public_id": secrets.token_urlsafe(16), "customer_id": cid, "created_by": wanted[cid],
+          "channel": "email", "created_at": now, "expires_at": now + timedelta(days=days)}
+         for cid in ids]).all()
+    links = dict(zip(ids, (LinkRow(*row) for row in rows), strict=True))
+    db.session.execute(insert(_EVENTS), [
+        {"customer_id": cid, "link_id": link.id, "kind": "link_created", "at": now,
+         "details": {"by": wanted[cid], "channel": "email", "days": days}}
+        for cid, link in links.items()])
+    db.session.execute(
+        update(_CUSTOMERS).where(_CUSTOMERS.c.id.in_(ids), _CUSTOMERS.c.status == "needs_update")
+        .values(status="invited"))
+    return links
 
 
-def prepare_batch(emails: list[Email], now: datetime) -> dict[int, str]:
+def _newest_live_links(customer_ids: set[int], now: datetime) -> dict[int, LinkRow]:
+    rows = db.session.execute(
+        select(_LINKS.c.customer_id, *_LINK_ROW)
+        .where(_LINKS.c.customer_id.in_(customer_ids), _LINKS.c.used_at.is_(None),
+               _LINKS.c.revoked_at.is_(None), _LINKS.c.expires_at > now)
+        .order_by(_LINKS.c.created_at, _LINKS.c.id))
+    return {row[0]: LinkRow(*row[1:]) for row in rows}  # the last one wins: the newest
+
+
+def prepare_batch(emails: list[OutboxEmail], now: datetime) -> dict[int, str]:
     """Just before a claimed batch goes: why any email should no longer go (email id → reason),
-    and a live link on every link email that still goes (reused, or made here). A handful of
-    queries for the whole batch, whatever its size."""
+    and a live link on every link email that still goes (reused, or made here; the caller
+    writes the new link ids). A handful of queries for the whole batch, whatever its size."""
     customer_ids = {e.customer_id for e in emails}
     bounced = set(db.session.execute(
-        select(Bounce.address).where(Bounce.address.in_({e.to_address for e in emails}))
+        select(Bounce.__table__.c.address)
+        .where(Bounce.__table__.c.address.in_({e.to_address for e in emails}))
     ).scalars())
     revoked = dict(db.session.execute(
-        select(CustomerEvent.customer_id, func.max(CustomerEvent.at))
-        .where(CustomerEvent.customer_id.in_(customer_ids), CustomerEvent.kind == "links_revoked")
-        .group_by(CustomerEvent.customer_id)
+        select(_EVENTS.c.customer_id, func.max(_EVENTS.c.at))
+        .where(_EVENTS.c.customer_id.in_(customer_ids), _EVENTS.c.kind == "links_revoked")
+        .group_by(_EVENTS.c.customer_id)
     ).all())
+    emails_t = Email.__table__
     series = {e.series_id for e in emails if e.series_id}
     starts = dict(db.session.execute(
-        select(Email.id, Email.sent_at).where(Email.id.in_(series))).all()) if series else {}
+        select(emails_t.c.id, emails_t.c.sent_at).where(emails_t.c.id.in_(series))).all()) \
+        if series else {}
     live = _newest_live_links(customer_ids, now)
     reasons: dict[int, str] = {}
     wanted: dict[int, str] = {}  # customer id → created_by of the link to make
-    needs_link: list[Email] = []
+    needs_link: list[OutboxEmail] = []
     for email in emails:
+        if email.kind == "reminder" and email.series_id:
+            email.first_sent = starts.get(email.series_id)
         start = starts.get(email.series_id) or email.created_at
         reason = _reason_not_to_send(email, now, revoked.get(email.customer_id), start)
         if reason is None and email.to_address in bounced:
@@ -139,6 +152,9 @@ def prepare_batch(emails: list[Email], now: datetime) -> dict[int, str]:
     made = _issue_links(wanted, now)
     for email in needs_link:
         email.link_id, email.link = made[email.customer_id].id, made[email.customer_id]
+    for email in emails:  # _issue_links moved them on in the database
+        if email.customer_id in made and email.customer.status == "needs_update":
+            email.customer.status = "invited"
     return reasons
 
 
@@ -152,13 +168,6 @@ def _link_for(email: Email, now: datetime, newest_live: Link | None) -> Link | N
     for link in (email.link, newest_live):
         if link is not None and link.state(now) == "live" and link.expires_at > now + min_life:
             return link
-    return None
-
-
-def first_sent_at(email: Email) -> datetime | None:
-    if email.kind == "reminder" and email.series_id:
-        first = db.session.get(Email, email.series_id)
-        return first.sent_at if first is not None else None
     return None
 
 

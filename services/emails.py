@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from urllib.parse import urlsplit
 
@@ -19,6 +19,8 @@ from sqlalchemy.orm import aliased
 
 from extensions import db
 from models import Bounce, Customer, CustomerEvent, Email, SavedPaymentMethod
+from models.customers import known_card
+from models.links import link_state
 from models.types import utcnow
 from services.links import IssuedLink
 from services.mailer import Language, language, pick_locale, render
@@ -165,6 +167,58 @@ def email_for_provider_id(provider_message_id: str) -> Email | None:
             (Email.provider_message_id == value) | (Email.message_id == f"<{value}>")
         ).limit(1)
     ).scalar_one_or_none()
+
+
+# -- what a worker reads of the emails it claimed --------------------------------------------------
+# Plain rows, not ORM objects: a worker reads thousands of them once and writes them back with
+# one statement per email; identity maps and attribute history would cost more than the SQL.
+# They have the attributes compose() and the outbox read of Email, Customer and Link.
+@dataclass(slots=True)
+class LinkRow:
+    id: int
+    public_id: str
+    created_at: datetime
+    expires_at: datetime
+    used_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+    def state(self, now: datetime) -> str:
+        return link_state(self, now)
+
+
+@dataclass(slots=True)
+class CustomerRow:
+    id: int
+    name: str | None
+    legacy_id: str
+    locale: str | None
+    status: str
+    card_brand: str | None
+    card_last4: str | None
+    card_exp_month: int | None
+    card_exp_year: int | None
+    migrated_cards: list = field(default_factory=list)  # rows with brand, last4, exp_*
+
+    def known_card(self) -> dict | None:
+        return known_card(self.migrated_cards, self)
+
+
+@dataclass(slots=True)
+class OutboxEmail:
+    id: int
+    customer_id: int
+    kind: str
+    step: str | None
+    to_address: str
+    wave_id: int | None
+    series_id: int | None
+    payment_method_id: int | None
+    attempts: int
+    created_at: datetime
+    link_id: int | None
+    customer: CustomerRow
+    link: LinkRow | None = None
+    first_sent: datetime | None = None  # a reminder's: when its series' first email went
 
 
 # -- composing -----------------------------------------------------------------------------------

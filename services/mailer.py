@@ -17,7 +17,7 @@ import os
 import re
 import smtplib
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from email.utils import formatdate, make_msgid
 from functools import lru_cache
@@ -29,7 +29,7 @@ from babel.dates import format_date
 from babel.support import NullTranslations
 from flask import current_app
 from flask_babel import force_locale, get_translations
-from flask_mail import Connection, Message, sanitize_address, sanitize_subject
+from flask_mail import Connection, sanitize_address, sanitize_subject
 from jinja2 import Environment
 from markupsafe import escape
 
@@ -160,11 +160,26 @@ def render(template: str, locale: str, **context) -> tuple[str, str]:
         marked = {**context, **{k: f"@@cb:{k}@@" for k in values}}
         text = env.get_template(f"email/{template}.txt").render(marked)
         html = env.get_template(f"email/{template}.html").render(marked)
-        skeleton = cache[shape] = (text, _inliner().inline(html))
+        skeleton = cache[shape] = (_trim_text(text), _trim_html(_inliner().inline(html)))
     text, html = skeleton
     escaped = {k: str(escape(v)) for k, v in values.items()}
     return (_SLOT.sub(lambda m: values[m.group(1)], text),
             _SLOT.sub(lambda m: escaped[m.group(1)], html))
+
+
+_BLANK_RUN = re.compile(r"\n(?:[ \t]*\n){2,}")
+_BLANK_LINE = re.compile(r"\n[ \t]*(?=\n)")
+
+
+def _trim_text(text: str) -> str:
+    """Blank lines the template tags leave: never more than one between paragraphs."""
+    return _BLANK_RUN.sub("\n\n", text)
+
+
+def _trim_html(html: str) -> str:
+    """Whitespace-only lines the templates and the inliner leave: HTML outside <pre> (which
+    the email templates do not use) renders a run of whitespace as one space either way."""
+    return _BLANK_LINE.sub("", html)
 
 
 def _address(value: str) -> str:
@@ -197,26 +212,57 @@ def message_id_for(email_id: int | str) -> str:
     return make_msgid(idstring=f"cb{email_id}", domain=domain or "cardbridge.local")
 
 
+@dataclass
+class OutgoingMessage:
+    """One text + HTML email as the transports send it (Flask-Mail's Connection carries it).
+
+    Not Flask-Mail's Message: that one names itself with `make_msgid()`, which asks for this
+    host's fully qualified name (a resolver call) for every message, only for us to replace
+    the Message-ID with ours, which names the outbox row.
+    """
+
+    sender: str
+    recipients: list[str]
+    subject: str
+    body: str
+    html: str
+    msgId: str  # noqa: N815 (Flask-Mail's name, which callers and logs already use)
+    extra_headers: dict[str, str] = field(default_factory=dict)
+    date: float | None = None  # epoch seconds; None: when it is serialised
+
+    @property
+    def send_to(self) -> list[str]:
+        return list(dict.fromkeys(self.recipients))
+
+    def has_bad_headers(self) -> bool:
+        """A line break in any header value: header injection, never sent."""
+        values = [self.sender, self.subject, self.msgId, *self.recipients,
+                  *self.extra_headers, *self.extra_headers.values()]
+        return any("\r" in v or "\n" in v for v in values)
+
+
 def build(to: str, subject: str, text: str, html: str, *, message_id: str,
-          headers: dict[str, str] | None = None) -> Message:
-    msg = Message(subject=subject, recipients=[to], body=text, html=html,
-                  sender=current_app.config["MAIL_DEFAULT_SENDER"],
-                  extra_headers={"Auto-Submitted": "auto-generated", **(headers or {})})
-    msg.msgId = message_id
+          headers: dict[str, str] | None = None) -> OutgoingMessage:
+    sender = current_app.config["MAIL_DEFAULT_SENDER"]
+    if isinstance(sender, tuple):  # Flask-Mail's ("Name", "address") form
+        sender = f"{sender[0]} <{sender[1]}>"
+    msg = OutgoingMessage(sender=sender, recipients=[to],
+                          subject=subject, body=text, html=html, msgId=message_id,
+                          extra_headers={"Auto-Submitted": "auto-generated", **(headers or {})})
     if msg.has_bad_headers():
         raise ValueError("a header would hold a line break")
     return msg
 
 
-def to_bytes(msg: Message) -> bytes:
-    """RFC 5322 bytes of a text + HTML Flask-Mail message, quoted-printable bodies.
+def to_bytes(msg: OutgoingMessage) -> bytes:
+    """RFC 5322 bytes of a text + HTML message, each part 7bit or quoted-printable
+    (_encode_body).
 
-    Flask-Mail's `as_bytes` goes through the email package's generator, which costs more
-    than the SMTP exchange itself; this writes the one shape we send directly. The boundary
-    starts with "=_", which quoted-printable text can never contain.
+    The email package's generator (Flask-Mail's `as_bytes`) costs more than the SMTP
+    exchange itself; this writes the one shape we send directly. The boundary starts with
+    "=_", which quoted-printable text can never contain, and carries 128 random bits, which
+    a 7bit part will not contain by chance.
     """
-    if msg.attachments or set(msg.alts) - {"html"} or msg.cc or msg.bcc:
-        return msg.as_bytes()  # anything else: Flask-Mail's own, slower serialiser
     boundary = f"=_cb_{uuid.uuid4().hex}"
     head = [
         f"From: {_address(msg.sender)}",
@@ -225,18 +271,32 @@ def to_bytes(msg: Message) -> bytes:
         f"Date: {formatdate(msg.date, usegmt=True)}",
         f"Message-ID: {msg.msgId}",
         "MIME-Version: 1.0",
-        *(f"{k}: {v}" for k, v in (msg.extra_headers or {}).items()),
+        *(f"{k}: {v}" for k, v in msg.extra_headers.items()),
         f'Content-Type: multipart/alternative; boundary="{boundary}"',
     ]
-    parts = [("plain", msg.body or ""), ("html", msg.html or "")]
+    parts = [("plain", msg.body), ("html", msg.html)]
     # Encoded words fold with a bare "\n": every header line ends in CRLF like the rest.
     lines = ["\r\n".join(head).replace("\r\n", "\n").replace("\n", "\r\n"), ""]
     for subtype, content in parts:
+        encoding, encoded = _encode_body(content)
         lines += [f"--{boundary}", f'Content-Type: text/{subtype}; charset="utf-8"',
-                  "Content-Transfer-Encoding: quoted-printable", "",
-                  _qp(content)]
+                  f"Content-Transfer-Encoding: {encoding}", "", encoded]
     lines += [f"--{boundary}--", ""]
     return "\r\n".join(lines).encode("ascii")
+
+
+_MAX_7BIT_LINE = 998  # RFC 5322's limit on a line, CRLF not counted
+
+
+def _encode_body(text: str) -> tuple[str, str]:
+    """(Content-Transfer-Encoding, CRLF body). ASCII whose lines fit RFC 5322 goes as it is
+    ("7bit"); anything else is quoted-printable, whose soft breaks every 76 characters nearly
+    double the lines of a paragraph-per-line HTML part (every line is work for the server)."""
+    text = text.replace("\r\n", "\n")
+    if text.isascii() and "\r" not in text and "\0" not in text \
+            and max(map(len, text.split("\n"))) <= _MAX_7BIT_LINE:
+        return "7bit", text.replace("\n", "\r\n")
+    return "quoted-printable", _qp(text)
 
 
 def _qp(text: str) -> str:
@@ -288,7 +348,7 @@ class SmtpTransport:
             self._conn = conn
         return self._conn.host
 
-    def send(self, msg: Message, name: str = "") -> str:
+    def send(self, msg: OutgoingMessage, name: str = "") -> str:
         """Hand `msg` to the server; returns the server's id for it (or our Message-ID)."""
         host = self._host()
         sender = _address(msg.sender)
@@ -344,7 +404,7 @@ class OutboxTransport:
         self.directory = Path(current_app.instance_path) / "outbox"
         self.directory.mkdir(parents=True, exist_ok=True)
 
-    def send(self, msg: Message, name: str = "") -> str:
+    def send(self, msg: OutgoingMessage, name: str = "") -> str:
         name = name or f"adhoc-{uuid.uuid4().hex}"
         path = self.directory / f"{name}.eml"
         tmp = path.with_suffix(f".{os.getpid()}.tmp")

@@ -50,17 +50,20 @@ from pathlib import Path
 
 from flask import current_app
 from sqlalchemy import bindparam, delete, event, func, insert, or_, select, update
-from sqlalchemy.orm import selectinload
-from sqlalchemy.orm.attributes import set_committed_value
 
 from extensions import db
-from models import Customer, CustomerEvent, Email, EmailClaim
+from models import Customer, CustomerEvent, Email, EmailClaim, Link, MigratedCard
 from models.types import UTCDateTime, utcnow
 from services import campaigns, mailer, throttle
-from services.emails import compose, mark_bounced
+from services.emails import CustomerRow, LinkRow, OutboxEmail, compose, mark_bounced
 from services.queue import deliver_after_commit
 
 log = logging.getLogger(__name__)
+
+# The worker's statements use the tables (Core): an ORM entity anywhere in a statement sends it
+# through the ORM's machinery, which costs more per email than the SQL itself.
+_EMAILS, _CLAIMS, _CUSTOMERS = Email.__table__, EmailClaim.__table__, Customer.__table__
+_LINKS, _CARDS = Link.__table__, MigratedCard.__table__
 
 MAYBE_DELIVERED = ("worker stopped while handing this email to the SMTP server; it may have "
                    "been delivered, so it is not sent again automatically")
@@ -236,20 +239,11 @@ def claim(ids: list[int] | None, *, throttled: bool, now: datetime | None = None
     ).scalars().all()
     if not claimed:
         return None
-    held = EmailClaim(token=token, worker=worker_name(), claimed_at=now, heartbeat_at=now)
-    db.session.add(held)
-    emails = db.session.execute(
-        select(Email).where(Email.id.in_(claimed)).order_by(Email.id)
-        .options(selectinload(Email.customer).selectinload(Customer.migrated_cards),
-                 selectinload(Email.link))
-        .execution_options(populate_existing=True)
-    ).scalars().all()
+    emails = _load(claimed)
     live = _prepare(emails, now)
-    db.session.flush()
     if report is not None:
         report.cancelled += len(emails) - len(live)
     if not live:
-        db.session.delete(held)
         return None
     # Paced mail waits between emails: commit each one, so a crash costs at most one.
     rates = throttle.wave_rates({e.wave_id for e in live if e.wave_id}) if throttled else {}
@@ -259,10 +253,53 @@ def claim(ids: list[int] | None, *, throttled: bool, now: datetime | None = None
     if not paced and _can_relax():
         every = max(group, int(_cfg("MAIL_DURABLE_EVERY", 50)))
         window = every - every % group
-    held.in_flight_through = live[min(group, len(live)) - 1].id
-    held.durable_through = live[min(window, len(live)) - 1].id
-    held.boot_id = boot_id()
-    return Claim(token, live, paced, group, rates, window, held.durable_through)
+    durable_through = live[min(window, len(live)) - 1].id
+    db.session.execute(insert(_CLAIMS).values(
+        token=token, worker=worker_name(), claimed_at=now, heartbeat_at=now,
+        in_flight_through=live[min(group, len(live)) - 1].id, durable_through=durable_through,
+        boot_id=boot_id()))
+    return Claim(token, live, paced, group, rates, window, durable_through)
+
+
+_EMAIL_ROW = (_EMAILS.c.id, _EMAILS.c.customer_id, _EMAILS.c.kind, _EMAILS.c.step,
+              _EMAILS.c.to_address, _EMAILS.c.wave_id, _EMAILS.c.series_id,
+              _EMAILS.c.payment_method_id, _EMAILS.c.attempts, _EMAILS.c.created_at,
+              _EMAILS.c.link_id)  # OutboxEmail's fields, in order
+_CUSTOMER_ROW = (_CUSTOMERS.c.id, _CUSTOMERS.c.name, _CUSTOMERS.c.legacy_id,
+                 _CUSTOMERS.c.locale, _CUSTOMERS.c.status, _CUSTOMERS.c.card_brand,
+                 _CUSTOMERS.c.card_last4, _CUSTOMERS.c.card_exp_month,
+                 _CUSTOMERS.c.card_exp_year)  # CustomerRow's, before its cards
+_LINK_ROW = (_LINKS.c.public_id, _LINKS.c.created_at, _LINKS.c.expires_at, _LINKS.c.used_at,
+             _LINKS.c.revoked_at)  # LinkRow's after its id (the email's link_id)
+
+
+def _load(ids: list[int]) -> list[OutboxEmail]:
+    """The claimed rows with their customers, cards and links, in id order: two queries."""
+    rows = db.session.execute(
+        select(*_EMAIL_ROW, *_CUSTOMER_ROW, *_LINK_ROW)
+        .join_from(_EMAILS, _CUSTOMERS, _CUSTOMERS.c.id == _EMAILS.c.customer_id)
+        .outerjoin(_LINKS, _LINKS.c.id == _EMAILS.c.link_id)
+        .where(_EMAILS.c.id.in_(ids)).order_by(_EMAILS.c.id)
+    ).all()
+    customers: dict[int, CustomerRow] = {}
+    emails = []
+    n_email, n_customer = len(_EMAIL_ROW), len(_CUSTOMER_ROW)
+    for row in rows:
+        customer = customers.get(row[1])
+        if customer is None:
+            customer = customers[row[1]] = CustomerRow(*row[n_email:n_email + n_customer])
+        link_id, link = row[n_email - 1], None
+        if link_id is not None:
+            link = LinkRow(link_id, *row[n_email + n_customer:])
+        emails.append(OutboxEmail(*row[:n_email], customer=customer, link=link))
+    if customers:
+        for card in db.session.execute(
+            select(_CARDS.c.customer_id, _CARDS.c.brand, _CARDS.c.last4, _CARDS.c.exp_month,
+                   _CARDS.c.exp_year)
+            .where(_CARDS.c.customer_id.in_(customers)).order_by(_CARDS.c.id)
+        ):
+            customers[card.customer_id].migrated_cards.append(card)
+    return emails
 
 
 # -- commits that are not flushed to disk (SQLite) -----------------------------------------------
@@ -300,13 +337,23 @@ def _restore_synchronous(dbapi_conn, record) -> None:
         dbapi_conn.execute(f"PRAGMA synchronous={level}")
 
 
-def _prepare(emails: list[Email], now: datetime) -> list[Email]:
-    """Cancel what is no longer wanted; give link emails a live link. Returns what goes."""
+_CANCEL = (update(_EMAILS).where(_EMAILS.c.id == bindparam("e_id"))
+           .values(status="cancelled", last_error=bindparam("e_error"), claim_token=None))
+_SET_LINK = update(_EMAILS).where(_EMAILS.c.id == bindparam("e_id")) \
+    .values(link_id=bindparam("e_link_id"))
+
+
+def _prepare(emails: list[OutboxEmail], now: datetime) -> list[OutboxEmail]:
+    """Cancel what is no longer wanted; give link emails a live link (written with the claim,
+    so a row given up after a crash names the link it may have carried). Returns what goes."""
+    before = {e.id: e.link_id for e in emails}
     reasons = campaigns.prepare_batch(emails, now)
-    for email in emails:
-        if email.id in reasons:
-            email.status, email.last_error, email.claim_token = \
-                "cancelled", reasons[email.id], None
+    if reasons:
+        db.session.execute(_CANCEL, [{"e_id": i, "e_error": r} for i, r in reasons.items()])
+    moved = [{"e_id": e.id, "e_link_id": e.link_id} for e in emails
+             if e.id not in reasons and e.link_id != before[e.id]]
+    if moved:
+        db.session.execute(_SET_LINK, moved)
     return [e for e in emails if e.id not in reasons]
 
 
@@ -422,7 +469,7 @@ def _send_one(email: Email, transport, now: datetime, wait_for_slot) -> Outcome:
     url = campaigns.signed_url(email.link) if email.link is not None else None
     try:
         subject, text, html = compose(email, url, now=now,
-                                      first_sent=campaigns.first_sent_at(email))
+                                      first_sent=email.first_sent)
         msg = mailer.build(email.to_address, subject, text, html,
                            message_id=mailer.message_id_for(email.id),
                            headers={"X-Cardbridge-Email": str(email.id)})
@@ -445,9 +492,6 @@ def _send_one(email: Email, transport, now: datetime, wait_for_slot) -> Outcome:
     return Outcome("sent", provider_id, msg.msgId)
 
 
-_EMAILS = Email.__table__
-# Core columns throughout: an ORM attribute anywhere in it sends a statement through the ORM's
-# bulk machinery, which costs more per email than the SQL itself.
 _RECORD = (
     update(_EMAILS)
     .where(_EMAILS.c.id == bindparam("e_id"), _EMAILS.c.claim_token == bindparam("e_token"),
@@ -459,6 +503,19 @@ _RECORD = (
             next_attempt_at=func.coalesce(bindparam("e_next", type_=UTCDateTime),
                                           _EMAILS.c.next_attempt_at))
 )
+
+
+# Built once: a statement built per email costs more to key and cache than to run.
+_EMAILED = insert(CustomerEvent.__table__)
+_INVITED = (update(_CUSTOMERS)
+            .where(_CUSTOMERS.c.id.in_(bindparam("c_ids", expanding=True)),
+                   _CUSTOMERS.c.status == "needs_update")
+            .values(status="invited"))
+
+
+def _params(rows: list[dict]) -> list[dict] | dict:
+    """One row as one execute: a one-row executemany takes SQLAlchemy's slower batch path."""
+    return rows[0] if len(rows) == 1 else rows
 
 
 def _record(token: str, done: list[tuple[Email, Outcome]], report: Report) -> bool:
@@ -479,7 +536,7 @@ def _record(token: str, done: list[tuple[Email, Outcome]], report: Report) -> bo
                      "e_message_id": outcome.message_id, "e_link_id": email.link_id,
                      "e_error": None if status == "sent" else outcome.detail[:500],
                      "e_now": now, "e_next": next_at})
-    matched = db.session.execute(_RECORD, rows).rowcount
+    matched = db.session.execute(_RECORD, _params(rows)).rowcount
     sent = [(email, outcome) for (email, outcome), row in zip(done, rows, strict=True)
             if row["e_status"] == "sent"]
     report.sent += len(sent)
@@ -489,24 +546,18 @@ def _record(token: str, done: list[tuple[Email, Outcome]], report: Report) -> bo
     if matched != len(rows):
         return False
     if sent:
-        # Core statements on the tables: one round per group, none of the ORM's bookkeeping.
-        db.session.execute(insert(CustomerEvent.__table__), [
+        db.session.execute(_EMAILED, _params([
             {"customer_id": email.customer_id, "link_id": email.link_id, "kind": "emailed",
              "at": outcome.at, "details": {"email": email.id, "kind": email.kind,
                                            "wave": email.wave_id, "step": email.step}}
-            for email, outcome in sent])
+            for email, outcome in sent]))
     # The link was live when claimed and has just been emailed: SPEC's "invited".
     invited = [email.customer for email, _ in sent
                if email.link is not None and email.customer.status == "needs_update"]
     if invited:
-        customers = Customer.__table__
-        db.session.execute(
-            update(customers)
-            .where(customers.c.id.in_([c.id for c in invited]),
-                   customers.c.status == "needs_update")
-            .values(status="invited"))
+        db.session.execute(_INVITED, {"c_ids": [c.id for c in invited]})
         for customer in invited:
-            set_committed_value(customer, "status", "invited")
+            customer.status = "invited"
     for email, outcome in done:
         if outcome.status == "bounced":
             mark_bounced(email.to_address, source="smtp", reason=outcome.detail,
@@ -528,7 +579,6 @@ def _requeue_rest(held: Claim, index: int, now: datetime, error: str, report: Re
     report.retrying += len(rest)
 
 
-_CLAIMS = EmailClaim.__table__  # per-email statements: Core, not the ORM's bulk machinery
 
 
 def _heartbeat(token: str) -> None:
@@ -537,17 +587,26 @@ def _heartbeat(token: str) -> None:
     )
 
 
+_ADVANCE = (update(_CLAIMS).where(_CLAIMS.c.token == bindparam("c_token"))
+            .values(heartbeat_at=bindparam("c_now"), in_flight_through=bindparam("c_through")))
+_ADVANCE_DURABLE = _ADVANCE.values(durable_through=bindparam("c_durable"))
+
+
 def _advance(token: str, through_id: int, durable_through: int | None = None) -> None:
     """The next group may go: up to `through_id` may be on the wire before the next commit
     (and up to `durable_through` before the next flushed one, when this commit is flushed)."""
-    values = {"heartbeat_at": utcnow(), "in_flight_through": through_id}
-    if durable_through is not None:
-        values["durable_through"] = durable_through
-    db.session.execute(update(_CLAIMS).where(_CLAIMS.c.token == token).values(**values))
+    params = {"c_token": token, "c_now": utcnow(), "c_through": through_id}
+    if durable_through is None:
+        db.session.execute(_ADVANCE, params)
+    else:
+        db.session.execute(_ADVANCE_DURABLE, {**params, "c_durable": durable_through})
+
+
+_FINISH = delete(_CLAIMS).where(_CLAIMS.c.token == bindparam("c_token"))
 
 
 def _finish(token: str) -> bool:
-    return bool(db.session.execute(delete(_CLAIMS).where(_CLAIMS.c.token == token)).rowcount)
+    return bool(db.session.execute(_FINISH, {"c_token": token}).rowcount)
 
 
 def overdue_ids(due_before: datetime, limit: int = 10_000) -> list[int]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from smtp_sink import SmtpSink, drain, free_port, mail_config, queue_link_emails, worker_command
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from extensions import db, huey
 from models import Customer, Email, EmailClaim
@@ -268,8 +268,8 @@ def _dead_claim_after_three_of_six(app, ids, boot: str | None) -> str:
         gone.wait()
         claim.worker = f"{outbox.socket.gethostname()}:{gone.pid}"
         claim.boot_id, claim.in_flight_through, claim.durable_through = boot, ids[2], ids[3]
-        for email in held.emails[:2]:
-            email.status, email.claim_token = "sent", None
+        db.session.execute(update(Email).where(Email.id.in_([e.id for e in held.emails[:2]]))
+                           .values(status="sent", claim_token=None))
         db.session.commit()
         return held.token
 

@@ -174,3 +174,71 @@ def test_envelope_addresses_are_those_smtplib_would_send():
                     "Example Co <billing@example.com>",
                     "=?utf-8?q?Example_Co?= <billing@example.com>", "\"A, B\" <ab@example.com>"):
         assert _envelope(address) == smtplib.quoteaddr(address)
+
+
+def test_building_a_message_never_resolves_this_hosts_name(make_app, monkeypatch):
+    """Flask-Mail's Message asks for the host's FQDN per message; ours names its row."""
+    import socket
+
+    from services import mailer
+
+    app = make_app(**mail_config(MAIL_DEFAULT_SENDER="Example Co <billing@example.com>"))
+
+    def no_lookup(*args, **kwargs):
+        raise AssertionError("a message looked up the host name")
+
+    monkeypatch.setattr(socket, "getfqdn", no_lookup)
+    with app.app_context():
+        msg = mailer.build("ada@example.com", "Hello", "text", "<p>html</p>",
+                           message_id=mailer.message_id_for(7), headers={"X-Cardbridge-Email": "7"})
+        parsed = message_from_bytes(mailer.to_bytes(msg), policy=default_policy)
+    assert parsed["Message-ID"] == msg.msgId and "cb7" in msg.msgId
+    assert msg.msgId.endswith("@example.com>")
+    assert parsed["To"] == "ada@example.com" and parsed["X-Cardbridge-Email"] == "7"
+
+
+def test_a_line_break_in_a_header_is_refused(make_app):
+    from services import mailer
+
+    app = make_app(**mail_config())
+    with app.app_context():
+        for to, subject in (("ada@example.com\r\nBcc: x@example.com", "Hi"),
+                            ("ada@example.com", "Hi\nBcc: x@example.com")):
+            with pytest.raises(ValueError, match="line break"):
+                mailer.build(to, subject, "t", "h", message_id="<1@example.com>")
+
+
+def test_ascii_parts_go_unencoded_and_anything_else_quoted_printable(make_app):
+    """Fewer lines for the server to read; what a mail client shows is the same either way."""
+    from services import mailer
+
+    app = make_app(**mail_config())
+    long_line = "word " * 250  # over RFC 5322's 998 characters
+    with app.app_context():
+        for text, html, encodings in (
+            ("Hi Ada,\n\nbye", "<p>Hi Ada,</p>\n<p>" + "x" * 300 + "</p>", ["7bit", "7bit"]),
+            ("Bonjour José,\n", "<p>Bonjour José</p>", ["quoted-printable"] * 2),
+            (long_line, "<p>.\n.leading dot</p>\r\n", ["quoted-printable", "7bit"]),
+        ):
+            msg = mailer.build("ada@example.com", "Hi", text, html, message_id="<1@example.com>")
+            raw = mailer.to_bytes(msg)
+            assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
+            assert b"\n" not in raw.replace(b"\r\n", b"")  # CRLF only
+            parsed = message_from_bytes(raw, policy=default_policy)
+            parts = [parsed.get_body(("plain",)), parsed.get_body(("html",))]
+            assert [p["Content-Transfer-Encoding"] for p in parts] == encodings
+            assert parts[0].get_content().replace("\r\n", "\n").rstrip("\n") == text.rstrip("\n")
+            assert parts[1].get_content().replace("\r\n", "\n").rstrip("\n") \
+                == html.replace("\r\n", "\n").rstrip("\n")
+
+
+def test_rendered_emails_carry_no_runs_of_blank_lines(make_app):
+    from services import mailer
+
+    app = make_app(**mail_config())
+    with app.app_context():
+        text, html = mailer.render("link", "en", name="Ada", reference="B-1", card="Visa",
+                                   url="https://cards.example.test/u/t", expires="May 1, 2031",
+                                   title="Action needed", site_host="cards.example.test")
+    assert "\n\n\n" not in text and "Hi Ada,\n\n" in text  # paragraphs stay apart
+    assert not re.search(r"\n[ \t]*\n", html)
