@@ -20,6 +20,8 @@ from sqlalchemy.orm import joinedload
 
 from extensions import db
 from models import Customer, CustomerEvent, Link, MigratedCard
+from models.customers import known_card
+from models.links import link_state
 from models.types import utcnow
 from services.statuses import refresh_link_status
 
@@ -184,7 +186,7 @@ def view_link(token: str, *, now: datetime | None = None) -> LinkView:
     """The page's read of a live link: same checks as load_link, a fraction of the cost.
 
     GET /u/<token> is the hottest route and changes nothing, so it reads plain rows on the
-    session's connection instead of building ORM objects it would never write.
+    pool instead of building ORM objects it would never write.
     """
     public_id, problem = _verify(token)
     if problem:
@@ -197,30 +199,17 @@ def view_link(token: str, *, now: datetime | None = None) -> LinkView:
     if not rows:
         raise LinkError("tampered")
     first = rows[0]
-    now = now or utcnow()
-    if first.used_at is not None:
-        raise LinkError("used")
-    if first.revoked_at is not None:
-        raise LinkError("revoked")
-    if first.expires_at <= now:
-        raise LinkError("expired")
+    state = link_state(first, now or utcnow())
+    if state != "live":
+        raise LinkError(state)
     return LinkView(public_id=first.public_id, expires_at=first.expires_at,
                     customer_name=first.name, customer_email=first.email,
                     legacy_id=first.legacy_id, locale=first.locale, card=_known_card(rows))
 
 
 def _known_card(rows) -> dict | None:
-    """Customer.known_card() over joined rows: the newest migrated card, else the roster's."""
-    cards = [r for r in rows if r.card_id is not None]
-    if cards:
-        c = max(cards, key=lambda r: (r.exp_year or 0, r.exp_month or 0))
-        return {"brand": c.brand, "last4": c.last4, "exp_month": c.exp_month,
-                "exp_year": c.exp_year}
-    r = rows[0]
-    if r.card_last4:
-        return {"brand": r.card_brand, "last4": r.card_last4, "exp_month": r.card_exp_month,
-                "exp_year": r.card_exp_year}
-    return None
+    """Customer.known_card() over the joined rows (each row carries the roster's card_*)."""
+    return known_card([r for r in rows if r.card_id is not None], rows[0])
 
 
 def revoke_links(
