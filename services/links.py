@@ -185,8 +185,8 @@ _VIEW_QUERY = (
 def view_link(token: str, *, now: datetime | None = None) -> LinkView:
     """The page's read of a live link: same checks as load_link, a fraction of the cost.
 
-    GET /u/<token> is the hottest route and changes nothing, so it reads plain rows on the
-    pool instead of building ORM objects it would never write.
+    GET /u/<token> is the hottest route and changes nothing, so it reads plain rows straight
+    from the pool instead of building ORM objects it would never write.
     """
     public_id, problem = _verify(token)
     if problem:
