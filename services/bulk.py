@@ -232,3 +232,46 @@ def roomy_sqlite_cache(mebibytes: int = SQLITE_CACHE_MIB):
         yield
     finally:
         conn.exec_driver_sql(f"PRAGMA cache_size={int(before)}")
+
+
+# What an import sets for its own transaction on PostgreSQL (see batch_plans).
+IMPORT_PLANNER_SETTINGS = {"enable_seqscan": "off", "jit": "off"}
+
+
+@contextmanager
+def batch_plans():
+    """PostgreSQL: plan the importer's statements for what they are, batch lookups and merges
+    by key, for the length of one import; the previous settings come back afterwards.
+
+    The planner knows nothing of the rows this transaction wrote (autovacuum cannot see them
+    until commit), so a table the roster just filled, or migrated_cards filling up during the
+    mapping, looks small or unknown, and every batch's `key = ANY(…)` became a sequential scan
+    of the whole table: a cost that grows with the table, per batch. So sequential scans are
+    discouraged (`enable_seqscan = off` is a cost penalty, not a ban: stage tables are still
+    scanned), and JIT is off: that penalty, or a big table's estimate, would otherwise buy
+    ~40 ms of compiling for statements that each take a few milliseconds. SQLite: no-op.
+    """
+    conn = db.session.connection()
+    if not _on_postgresql(conn):
+        yield
+        return
+    names = list(IMPORT_PLANNER_SETTINGS)
+    before = dict(zip(names, conn.exec_driver_sql(
+        "SELECT " + ", ".join(f"current_setting('{name}')" for name in names)).one(),
+        strict=True))
+    _set_local(conn, IMPORT_PLANNER_SETTINGS)
+    try:
+        yield
+    except BaseException:
+        try:  # a failed statement aborted the transaction: its rollback restores them
+            _set_local(conn, before)
+        except DBAPIError:
+            pass
+        raise
+    _set_local(conn, before)
+
+
+def _set_local(conn, settings: dict[str, str]) -> None:
+    conn.exec_driver_sql(
+        "SELECT " + ", ".join(f"set_config('{name}', %({name})s, true)" for name in settings),
+        settings)

@@ -22,7 +22,7 @@ from sqlalchemy import select
 from extensions import db
 from models import ImportRun
 from models.types import utcnow
-from services.bulk import roomy_sqlite_cache
+from services.bulk import batch_plans, roomy_sqlite_cache
 from services.import_files import ImportFileError, open_source
 
 log = logging.getLogger(__name__)
@@ -196,7 +196,7 @@ def run_import(kind: str, source, *, name: str | None, strict: bool,
         stamp = f"{utcnow():%Y%m%d-%H%M%S-%f}"  # two runs in one second get two reports
         problems = ProblemLog(directory, f"{stamp}-{kind}-{src.sha256[:8]}")
         try:
-            with roomy_sqlite_cache(), _app_heap_frozen():
+            with roomy_sqlite_cache(), batch_plans(), _app_heap_frozen():
                 counts = apply(src, run, problems, progress, now)
         except ImportFileError as exc:
             raise FileImportFailed(f"{src.name}: {exc}", run=run, problems=problems) from None

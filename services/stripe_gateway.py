@@ -1,5 +1,8 @@
 """The only module that imports `stripe`: domain-named calls that return plain dicts.
 
+The SDK (about 30 MB once imported) is loaded on the first call that needs it, not when the app
+is built: a web worker or `flask import-mapping` that never talks to Stripe never pays for it.
+
 Every POST carries an idempotency key derived from our own ids, so a retried job or a
 double-click replays Stripe's first answer instead of making a second object. Network
 errors, timeouts, 409 and 5xx are retried by the SDK (`max_network_retries`); a 429 is
@@ -12,9 +15,10 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import stripe
+if TYPE_CHECKING:
+    import stripe
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,13 @@ class BadSignature(GatewayError):
     """A webhook whose signature, timestamp or body does not check out."""
 
 
+def _sdk():
+    """The stripe module, imported on first use (then a dictionary lookup)."""
+    import stripe
+
+    return stripe
+
+
 def _plain(obj: Any) -> dict:
     return obj.to_dict(recursive=True) if hasattr(obj, "to_dict") else dict(obj)
 
@@ -68,14 +79,24 @@ class StripeGateway:
         sleep: Callable[[float], None] = time.sleep,
         http_client: Any = None,
     ):
-        self._client = stripe.StripeClient(
-            secret_key,
-            base_addresses={"api": api_base},
-            max_network_retries=max_network_retries,
-            http_client=http_client or stripe.RequestsClient(timeout=timeout),
-        )
+        self._settings = (secret_key, api_base, timeout, max_network_retries, http_client)
+        self._sdk_client: stripe.StripeClient | None = None
         self._rate_limit_retries = rate_limit_retries
         self._sleep = sleep
+
+    @property
+    def _client(self) -> stripe.StripeClient:
+        """The SDK's client, built (and the SDK imported) on first use."""
+        if self._sdk_client is None:
+            stripe = _sdk()
+            secret_key, api_base, timeout, max_network_retries, http_client = self._settings
+            self._sdk_client = stripe.StripeClient(
+                secret_key,
+                base_addresses={"api": api_base},
+                max_network_retries=max_network_retries,
+                http_client=http_client or stripe.RequestsClient(timeout=timeout),
+            )
+        return self._sdk_client
 
     @classmethod
     def from_config(cls, config: dict) -> StripeGateway:
@@ -88,6 +109,7 @@ class StripeGateway:
 
     # -- plumbing ---------------------------------------------------------------------------
     def _call(self, what: str, fn: Callable[[], Any]) -> dict:
+        stripe = _sdk()
         attempt = 0
         while True:
             try:
@@ -259,6 +281,7 @@ class StripeGateway:
         """
         if not header:
             raise BadSignature("missing Stripe-Signature header")
+        stripe = _sdk()
         try:
             stripe.WebhookSignature.verify_header(
                 payload, header, secret, WEBHOOK_TOLERANCE_SECONDS

@@ -11,7 +11,7 @@ from sqlalchemy.exc import DBAPIError
 
 from extensions import db
 from models import Customer
-from services.bulk import BulkInsert, BulkUpdate
+from services.bulk import BulkInsert, BulkUpdate, KeyedSelect, batch_plans
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -78,4 +78,32 @@ def test_on_postgresql_a_value_copy_refuses_raises_sqlalchemys_error(ctx):
                         {"status": "needs_update", "created_at": NOW, "updated_at": NOW})
     with pytest.raises(DBAPIError):  # what the CLI turns into "database error, nothing imported"
         insert.run([("x" * 300, "x@example.com")])  # longer than VARCHAR(255)
+    db.session.rollback()
+
+
+@pytest.mark.postgres
+def test_on_postgresql_batch_lookups_use_an_index_on_tables_filled_in_this_transaction(ctx):
+    table = Customer.__table__
+    insert = BulkInsert(table, ["legacy_id", "email"],
+                        {"status": "needs_update", "created_at": NOW, "updated_at": NOW})
+    for start in range(0, 20000, 4000):
+        insert.run([(f"L{i:06d}", f"c{i}@example.com") for i in range(start, start + 4000)])
+    lookup = KeyedSelect([table.c.id, table.c.legacy_id], table.c.legacy_id)
+
+    def plan() -> str:
+        return "\n".join(db.session.connection().exec_driver_sql(
+            f"EXPLAIN {lookup._array_sql}",
+            {"keys": [f"L{i:06d}" for i in range(0, 20000, 5)]}).scalars())
+
+    def settings() -> tuple:
+        return db.session.execute(text(
+            "SELECT current_setting('enable_seqscan'), current_setting('jit')")).one()
+
+    before = settings()
+    assert "Seq Scan on customers" in plan()  # no statistics yet: the planner guesses
+    with batch_plans():
+        assert "Seq Scan" not in plan()
+        assert tuple(settings()) == ("off", "off")
+    assert settings() == before
+    assert len(lookup([f"L{i:06d}" for i in range(0, 20000, 5)])) == 4000
     db.session.rollback()

@@ -127,3 +127,25 @@ def test_setup_intent_create_never_sends_payment_method_types(fault):
     assert "payment_method_types" not in body
     assert "usage=off_session" in body
     assert "metadata[cardbridge_link]=lnk_1" in body.replace("%5B", "[").replace("%5D", "]")
+
+
+def test_the_sdk_is_imported_on_first_use_not_with_the_app():
+    """Building the app (a web worker, `flask import-mapping`) must not load stripe (~15 MB);
+    the first call that needs it does, and works."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys\n"
+        "from app import create_app\n"
+        "app = create_app({'TESTING': True, 'SECRET_KEY': 'x',"
+        " 'SQLALCHEMY_DATABASE_URI': 'sqlite://'})\n"
+        "assert 'stripe' not in sys.modules, 'stripe imported with the app'\n"
+        "gw = app.extensions['stripe_gateway']\n"
+        "assert gw._client is gw._client\n"
+        "assert 'stripe' in sys.modules\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[2],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
