@@ -146,6 +146,16 @@ def make_customer(app):
     return factory
 
 
+# -- a fake Stripe that answers what a test tells it to (5xx, 429, timeouts) --------------------
+@pytest.fixture
+def fault():
+    from fault_server import FaultServer
+
+    server = FaultServer()
+    yield server
+    server.close()
+
+
 # -- localstripe ---------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def localstripe_url(tmp_path_factory):

@@ -6,17 +6,9 @@ from __future__ import annotations
 import re
 
 import pytest
-from fault_server import FaultServer
 
 from tests.blueprints.test_customer_page import link_for
 from tests.testlib import csrf_from
-
-
-@pytest.fixture
-def fault():
-    server = FaultServer()
-    yield server
-    server.close()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 
 import pytest
-from fault_server import FaultServer
 from sqlalchemy import func, select
 
 from extensions import db
@@ -34,13 +33,6 @@ def snapshot(app):
                 for r in db.session.execute(select(model).order_by(model.id)).scalars()
             ]
         return rows
-
-
-@pytest.fixture
-def fault():
-    server = FaultServer()
-    yield server
-    server.close()
 
 
 @pytest.fixture

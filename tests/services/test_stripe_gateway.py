@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from fault_server import FaultServer
 
 from services.stripe_gateway import (
     CardDeclined,
@@ -15,13 +14,6 @@ from services.stripe_gateway import (
 
 SETI = {"id": "seti_1", "object": "setup_intent", "status": "requires_payment_method",
         "client_secret": "seti_1_secret_abc", "metadata": {}}
-
-
-@pytest.fixture
-def fault():
-    server = FaultServer()
-    yield server
-    server.close()
 
 
 def gateway(url, **kw):
