@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-from functools import lru_cache, wraps
+from functools import lru_cache, partial, wraps
 from urllib.parse import urlsplit
 
 from flask import Flask, current_app, g, request
@@ -105,6 +105,31 @@ def _is_unmetered() -> bool:
 _NONCE = "__nonce__"
 
 
+def _limiter_hooks_skip_unmetered(app: Flask, limiter) -> None:
+    """Flask-Limiter's own before/after hooks do their bookkeeping before any request filter is
+    asked; for an unmetered view skip them altogether (the filter above still guards the
+    decorated limits, should a hook ever be missed here)."""
+    def owned(hook) -> bool:
+        return getattr(hook, "__self__", None) is limiter or (
+            isinstance(hook, partial) and hook.args[:1] == (limiter,))
+
+    for hooks in (app.before_request_funcs.get(None, []), app.after_request_funcs.get(None, [])):
+        for at, hook in enumerate(hooks):
+            if owned(hook) and not getattr(hook, "skips_unmetered", False):
+                hooks[at] = _metered_only(hook)
+
+
+def _metered_only(hook):
+    @wraps(hook)
+    def run(*args):
+        if _is_unmetered():
+            return args[0] if args else None  # after_request hooks hand the response on
+        return hook(*args)
+
+    run.skips_unmetered = True
+    return run
+
+
 def build_csp(app: Flask, nonce: str, stripe: str | None) -> str:
     """The policy for one response: the same few shapes every time, but a fresh nonce."""
     shape = _csp_shape(stripe, app.config["STRIPE_JS_URL"], app.config["STRIPE_API_BASE"],
@@ -174,6 +199,7 @@ def init_app(app: Flask) -> None:
 
     if _is_unmetered not in limiter._request_filters:
         limiter.request_filter(_is_unmetered)
+    _limiter_hooks_skip_unmetered(app, limiter)
     hops = app.config.get("TRUSTED_PROXY_HOPS", 0)
     if hops:
         from werkzeug.middleware.proxy_fix import ProxyFix

@@ -98,3 +98,26 @@ def test_every_tuning_knob_is_read_from_the_environment(tmp_path, name):
     config = load_config(tmp_path, {"CARDBRIDGE_ENV": "development", name: "7"})
     assert config[name] == 7
     assert name not in load_config(tmp_path, {"CARDBRIDGE_ENV": "development"})
+
+
+def test_the_rate_limiter_is_not_even_consulted_for_unmetered_views(app, monkeypatch):
+    """Its hooks are wrapped to skip unmetered views; metered ones still get the check."""
+    from extensions import limiter
+
+    calls = []
+    real = limiter._check_request_limit.__func__
+    monkeypatch.setattr(type(limiter), "_check_request_limit",
+                        lambda self, *a, **kw: calls.append(1) or real(self, *a, **kw))
+    fresh = make_fresh_app_like(app)
+    client = fresh.test_client()
+    assert client.get("/healthz").status_code == 200
+    assert calls == []
+    client.get("/api/v1/openapi.json")
+    assert calls  # a metered blueprint (the API's limit) still goes through the limiter
+
+
+def make_fresh_app_like(app):
+    from app import create_app
+
+    return create_app({k: app.config[k] for k in ("TESTING", "SQLALCHEMY_DATABASE_URI",
+                                                   "SECRET_KEY", "LINK_SECRET_KEYS")})
