@@ -88,6 +88,9 @@ def register_extensions(app: Flask) -> None:
     db.init_app(app)
     migrate.init_app(app, db, directory=os.path.join(os.path.dirname(__file__), "migrations"))
     csrf.init_app(app)
+    # The limiter is one object for every app in the process and keeps `enabled` from the
+    # last app that turned it off; each app starts from its own RATELIMIT_ENABLED instead.
+    limiter.enabled = True
     limiter.init_app(app)
     login_manager.init_app(app)
     # Flask-Login's context processor loads the staff user on every render, customer pages and

@@ -121,3 +121,21 @@ def make_fresh_app_like(app):
 
     return create_app({k: app.config[k] for k in ("TESTING", "SQLALCHEMY_DATABASE_URI",
                                                    "SECRET_KEY", "LINK_SECRET_KEYS")})
+
+
+def test_an_app_without_rate_limits_does_not_switch_them_off_for_the_next(app):
+    from app import create_app
+
+    base = {k: app.config[k] for k in ("TESTING", "SQLALCHEMY_DATABASE_URI", "SECRET_KEY",
+                                       "LINK_SECRET_KEYS")}
+    create_app({**base, "RATELIMIT_ENABLED": False})
+    limited = create_app({**base, "FRESH_LINK_RATE_LIMIT": "1 per minute"})
+    client = limited.test_client()
+    from tests.testlib import csrf_from
+
+    statuses = []
+    for _ in range(2):
+        csrf = csrf_from(client.get("/u/not.a-real.token").get_data(as_text=True))
+        statuses.append(client.post("/u/fresh", data={"csrf_token": csrf,
+                                                       "email": "x@example.com"}).status_code)
+    assert statuses == [200, 429]
