@@ -134,3 +134,18 @@ def test_a_french_customer_saves_a_card_in_french(page, browser_log, card_app):
     expect(page.get_by_role("heading", name="Merci, votre carte est enregistrée")).to_be_visible()
     check_page(page, "done-fr")
     assert_page_clean(page, browser_log)
+
+
+def test_a_french_browser_gets_the_dead_link_page_in_french(browser, card_app):
+    link = make_link(card_app)
+    log = BrowserLog()
+    french = watched_page(browser, log, locale="fr-FR")
+    try:
+        assert french.goto(link.url[:-3] + "xyz").status == 404
+        expect(french.get_by_role("heading", name="Nous ne pouvons pas ouvrir ce lien")) \
+            .to_be_visible()
+        expect(french.get_by_label("Adresse e-mail enregistrée chez nous")).to_be_visible()
+        check_page(french, "invalid-fr")
+        assert_page_clean(french, log, "404")
+    finally:
+        french.context.close()
