@@ -168,16 +168,22 @@ class BulkUpdate(_Bulk):
 class KeyedSelect:
     """SELECT columns WHERE key is one of a batch of keys, run by the driver; rows come back as
     plain tuples in the order of `columns` (no type processing: select str and int columns,
-    or only test datetimes for None)."""
+    or only test datetimes for None). `from_` names the FROM clause when the columns span a
+    join (one statement where two lookups would each cost a round trip)."""
 
-    def __init__(self, columns, key_column):
+    def __init__(self, columns, key_column, from_=None):
         self.columns, self.key = list(columns), key_column
+        self.from_ = from_
         self.conn = db.session.connection()
         self._compiled: dict[int, tuple[str, list | None]] = {}
         if _on_postgresql(self.conn):  # one array parameter, whatever the batch size
-            stmt = select(*self.columns).where(
+            stmt = self._select().where(
                 key_column == any_(bindparam("keys", type_=ARRAY(key_column.type))))
             self._array_sql = str(stmt.compile(dialect=self.conn.dialect))
+
+    def _select(self):
+        stmt = select(*self.columns)
+        return stmt.select_from(self.from_) if self.from_ is not None else stmt
 
     def __call__(self, keys: Iterable) -> list[tuple]:
         keys = list(keys)
@@ -188,7 +194,7 @@ class KeyedSelect:
         entry = self._compiled.get(len(keys))
         if entry is None:
             marker = bindparam("keys", value=keys, expanding=True)
-            compiled = select(*self.columns).where(self.key.in_(marker)).compile(
+            compiled = self._select().where(self.key.in_(marker)).compile(
                 dialect=self.conn.dialect, compile_kwargs={"render_postcompile": True})
             names = None if compiled.positional else list(compiled.params)
             entry = self._compiled[len(keys)] = (str(compiled), names)

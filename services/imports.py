@@ -186,9 +186,11 @@ class _MappingState:
     insert_cards: BulkInsert
     update_cards: BulkUpdate
     update_customers: BulkUpdate
-    customers: KeyedSelect  # (id, legacy_id, stripe_customer_id, status, mapped_at) by legacy id
+    # By legacy id, each customer with each card stored for them, in one statement:
+    # (id, legacy_id, stripe_customer_id, status, mapped_at, card id, customer_id, old_card_id,
+    # *CARD_FIELDS), the card's part None for a customer with no card stored.
+    customers: KeyedSelect
     owners: KeyedSelect  # (stripe_customer_id, legacy_id) by stripe id
-    cards: KeyedSelect  # (id, customer_id, old_card_id, *CARD_FIELDS) by customer id
 
 
 def _apply_mapping(src: Source, run: ImportRun, problems: ProblemLog,
@@ -205,11 +207,12 @@ def _apply_mapping(src: Source, run: ImportRun, problems: ProblemLog,
                    {"mapped_at": func.coalesce(customers.c.mapped_at, bindparam(
                        "first_mapped", type_=UTCDateTime()))}),
         KeyedSelect([customers.c.id, customers.c.legacy_id, customers.c.stripe_customer_id,
-                     customers.c.status, customers.c.mapped_at], customers.c.legacy_id),
+                     customers.c.status, customers.c.mapped_at, cards.c.id, cards.c.customer_id,
+                     cards.c.old_card_id, *(cards.c[name] for name in CARD_FIELDS)],
+                    customers.c.legacy_id,
+                    customers.outerjoin(cards, cards.c.customer_id == customers.c.id)),
         KeyedSelect([customers.c.stripe_customer_id, customers.c.legacy_id],
                     customers.c.stripe_customer_id),
-        KeyedSelect([cards.c.id, cards.c.customer_id, cards.c.old_card_id,
-                     *(cards.c[name] for name in CARD_FIELDS)], cards.c.customer_id),
     )
     counts: Counter[str] = Counter()
     for batch in batches(entries):
@@ -223,12 +226,16 @@ def _apply_mapping(src: Source, run: ImportRun, problems: ProblemLog,
 
 def _mapping_batch(batch: list[fmt.Entry], state: _MappingState, problems: ProblemLog,
                    counts: Counter) -> None:
-    applied = _match_customers(batch, state, problems)
+    found: dict[str, tuple] = {}
+    stored: dict[int, list] = {}  # customer id -> the cards stored for them
+    for row in state.customers({e[1] for e in batch}):
+        if row[1] not in found:
+            found[row[1]] = row[:5]
+        if row[5] is not None:
+            stored.setdefault(row[0], []).append(row[5:])
+    applied = _match_customers(batch, found, state, problems)
     if not applied:
         return
-    stored: dict[int, list] = {}
-    for card in state.cards(applied):
-        stored.setdefault(card[1], []).append(card)
     inserts, card_updates, usable = _merge_cards(applied, stored, state, counts)
     waiting = [cid for cid, (row, _) in applied.items()
                if cid not in usable and row[3] != "updated"]
@@ -264,10 +271,10 @@ def _mapping_batch(batch: list[fmt.Entry], state: _MappingState, problems: Probl
     state.update_customers.run(customer_updates)
 
 
-def _match_customers(batch: list[fmt.Entry], state: _MappingState,
+def _match_customers(batch: list[fmt.Entry], found: dict[str, tuple], state: _MappingState,
                      problems: ProblemLog) -> dict[int, tuple]:
-    """customer id -> (row, entries) for the entries that may be applied; the rest reported."""
-    found = {row[1]: row for row in state.customers({e[1] for e in batch})}
+    """customer id -> (row, entries) for the entries that may be applied; the rest reported.
+    `found` is the batch's customers by legacy id."""
     owners = dict(state.owners({e[2] for e in batch}))
     applied: dict[int, tuple] = {}
     for entry in batch:

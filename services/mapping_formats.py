@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterator
+from operator import itemgetter
 from typing import BinaryIO, NamedTuple
 
 import ijson
@@ -244,10 +245,13 @@ def _json_entry(key: str, value, report: Report) -> Entry:
         if type(card) is not dict:
             report(None, legacy, "error", f'card "{old_id[:40]}": is not an object')
             continue
-        get = card.get
-        stripe_id, fingerprint, brand, last_four, month, year = (
-            get("id"), get("fingerprint"), get("brand"), get("last4"), get("exp_month"),
-            get("exp_year"))
+        try:
+            stripe_id, fingerprint, brand, last_four, month, year = _card_fields(card)
+        except KeyError:  # a field left out reads as null
+            get = card.get
+            stripe_id, fingerprint, brand, last_four, month, year = (
+                get("id"), get("fingerprint"), get("brand"), get("last4"), get("exp_month"),
+                get("exp_year"))
         # _plain_card, inline: this runs once per card of a file of millions.
         if (type(stripe_id) is str and stripe_id.startswith(CARD_PREFIXES)
                 and len(stripe_id) <= MAX_ID and 0 < len(old_id) <= MAX_ID
@@ -266,10 +270,12 @@ def _json_entry(key: str, value, report: Report) -> Entry:
                                    year))
         except RowProblem as exc:
             report(None, legacy, "error", f'card "{old_id[:40]}": {exc}')
-    return Entry(None, legacy, stripe_customer, cards)
+    return _new_entry(Entry, (None, legacy, stripe_customer, cards))
 
 
 _is_customer = CUS_RE.fullmatch
+_card_fields = itemgetter("id", "fingerprint", "brand", "last4", "exp_month", "exp_year")
+_new_entry = tuple.__new__  # Entry(...) without the Python-level __new__ a NamedTuple has
 
 
 def json_error_message(exc: Exception, reader: _CountingReader, fh: BinaryIO) -> str:
