@@ -319,8 +319,9 @@ def _can_relax() -> bool:
 def _relax_next_commit() -> bool:
     """Let the session's next commit reach the operating system without a disk flush. SQLite
     only changes this outside a transaction: call it before the transaction's first write.
-    The connection gets its level back when it returns to the pool, so nothing else (a web
-    request, the next claim) ever commits this way."""
+    The level comes back right after that commit (`_Held`), and in any case when the
+    connection returns to the pool, so nothing else (a web request, the next claim) ever
+    commits this way."""
     conn = db.session.connection()
     dbapi = conn.connection.dbapi_connection  # straight to sqlite3: this runs once per email
     if dbapi.in_transaction:
@@ -328,7 +329,52 @@ def _relax_next_commit() -> bool:
     if _SYNC_KEY not in conn.info:
         conn.info[_SYNC_KEY] = int(dbapi.execute("PRAGMA synchronous").fetchone()[0])
     dbapi.execute("PRAGMA synchronous=NORMAL")
+    conn.info[_RELAXED_KEY] = True
     return True
+
+
+_RELAXED_KEY = "cardbridge.relaxed"  # set while the open transaction will commit unflushed
+
+
+class _Held:
+    """One pooled connection kept for all of a delivery's transactions.
+
+    The session releases its connection to the pool at every commit; the worker commits once
+    per email, and each round trip through the pool (checkout, reset, checkin, on PostgreSQL
+    a pre-ping) costs more than the commit itself. Each new session transaction starts on
+    this connection instead (`attach`, right after every commit). It goes back to the pool
+    at the end (`release`), whose checkin restores its `synchronous` level as before."""
+
+    def __init__(self, conn) -> None:
+        self.conn = conn
+
+    def attach(self) -> None:
+        """Begin the session's next transaction on the held connection (no SQL is sent)."""
+        session = db.session()
+        if not session.in_transaction():
+            session.connection(bind_arguments={"bind": self.conn})
+
+    def committing(self, commit: Callable[[], None]) -> Callable[[], None]:
+        info = self.conn.info
+
+        def held_commit() -> None:
+            commit()
+            if info.pop(_RELAXED_KEY, False):  # only the commit just made was unflushed
+                self.conn.connection.dbapi_connection.execute(
+                    f"PRAGMA synchronous={info[_SYNC_KEY]}")
+            self.attach()
+
+        return held_commit
+
+    def release(self) -> None:
+        session = db.session()
+        if session.in_transaction():
+            # The transaction `attach` began after the last commit: nothing in it when all
+            # went well, and after an exception the caller would roll it back anyway (and
+            # find the connection gone): end it while it still has its connection.
+            session.rollback()
+        self.conn.info.pop(_RELAXED_KEY, None)
+        self.conn.close()
 
 
 def _restore_synchronous(dbapi_conn, record) -> None:
@@ -374,17 +420,21 @@ def deliver(ids: list[int] | None, *, commit: Callable[[], None],
     # per-email commit would cost more than sending it.
     expire, session.expire_on_commit = session.expire_on_commit, False
     transport = mailer.open_transport()
+    conn = _Held(db.engine.connect())
     try:
+        conn.attach()
+        held_commit = conn.committing(commit)
         for throttled in (False, True):
             while not report.stopped:
                 held = claim(ids, throttled=throttled, report=report)
-                commit()
+                held_commit()
                 if held is None:
                     break
-                _send_claim(held, transport, commit, report, sleep)
+                _send_claim(held, transport, held_commit, report, sleep)
     finally:
         transport.close()
         session.expire_on_commit = expire
+        conn.release()
     if ids and report.throttled_until is not None:
         # Waiting for the throttle is not being overdue: the pump must not queue these again.
         db.session.execute(
