@@ -79,6 +79,8 @@ class Report:
     retry_at: datetime | None = None  # when the ids still queued are next due
     throttled_until: datetime | None = None
     sent_ids: list[int] = field(default_factory=list)
+    claimed: int = 0  # rows taken by this delivery's claims (cancelled ones included)
+    drained: bool = False  # the last claim took fewer rows than it could: none left due
 
 
 def _cfg(name: str, default):
@@ -205,13 +207,23 @@ class Claim:
     durable_through: int | None = None  # as committed by the last flushed commit
 
 
-def _due(ids: list[int] | None, throttled: bool, now: datetime):
-    query = select(Email.id).where(
-        Email.status == "queued", Email.next_attempt_at <= now, Email.throttled.is_(throttled)
-    )
-    if ids is not None:
-        query = query.where(Email.id.in_(ids))
-    return query.order_by(Email.id)
+def _claim_statement(among_ids: bool):
+    """The claim's UPDATE (Core, built once: building it per claim cost more than running it):
+    the first `c_batch` due rows (among `c_ids`), still queued, become this claim's."""
+    chosen = select(_EMAILS.c.id).where(
+        _EMAILS.c.status == "queued", _EMAILS.c.next_attempt_at <= bindparam("c_due"),
+        _EMAILS.c.throttled == bindparam("c_throttled"))
+    if among_ids:
+        chosen = chosen.where(_EMAILS.c.id.in_(bindparam("c_ids", expanding=True)))
+    chosen = chosen.order_by(_EMAILS.c.id).limit(bindparam("c_batch")) \
+        .with_for_update(skip_locked=True).scalar_subquery()
+    return (update(_EMAILS).where(_EMAILS.c.id.in_(chosen), _EMAILS.c.status == "queued")
+            .values(status="sending", claim_token=bindparam("c_token"),
+                    updated_at=bindparam("c_now"))
+            .returning(_EMAILS.c.id))
+
+
+_CLAIM_ANY, _CLAIM_AMONG = _claim_statement(False), _claim_statement(True)
 
 
 def claim(ids: list[int] | None, *, throttled: bool, now: datetime | None = None,
@@ -229,14 +241,16 @@ def claim(ids: list[int] | None, *, throttled: bool, now: datetime | None = None
                 report.throttled_until = now + timedelta(seconds=wait)
             return None
         batch = throttle.claim_size(batch)
-    chosen = _due(ids, throttled, now).limit(batch).with_for_update(skip_locked=True) \
-        .scalar_subquery()
     token = uuid.uuid4().hex
-    claimed = db.session.execute(
-        update(Email).where(Email.id.in_(chosen), Email.status == "queued")
-        .values(status="sending", claim_token=token, updated_at=now)
-        .returning(Email.id)
-    ).scalars().all()
+    params = {"c_due": now, "c_throttled": throttled, "c_batch": batch, "c_token": token,
+              "c_now": now}
+    if ids is not None:
+        params["c_ids"] = ids
+    claimed = db.session.execute(_CLAIM_ANY if ids is None else _CLAIM_AMONG, params) \
+        .scalars().all()
+    if report is not None:
+        report.claimed += len(claimed)
+        report.drained = len(claimed) < batch  # the UPDATE took every row due now
     if not claimed:
         return None
     emails = _load(claimed)
@@ -424,13 +438,18 @@ def deliver(ids: list[int] | None, *, commit: Callable[[], None],
     try:
         conn.attach()
         held_commit = conn.committing(commit)
+        wanted = len(set(ids)) if ids is not None else None
         for throttled in (False, True):
-            while not report.stopped:
+            # Every one of the ids already claimed: asking again (twice, and the throttle)
+            # would only find nothing.
+            while not report.stopped and (wanted is None or report.claimed < wanted):
                 held = claim(ids, throttled=throttled, report=report)
                 held_commit()
                 if held is None:
                     break
                 _send_claim(held, transport, held_commit, report, sleep)
+                if report.drained:  # the next claim of this kind would find nothing due
+                    break
     finally:
         transport.close()
         session.expire_on_commit = expire

@@ -273,6 +273,29 @@ def test_a_delivery_keeps_one_connection_for_all_its_commits(make_app, make_cust
         db.session.rollback()
 
 
+def test_a_delivery_stops_claiming_once_its_ids_are_taken(make_app, make_customer, sink,
+                                                          monkeypatch):
+    """A task's ids all claimed (or a claim that took less than a batch): no empty claims."""
+    app = make_app(**mail_config(sink, MAIL_BATCH_SIZE=4))
+    ids = queue_link_emails(app, [make_customer() for _ in range(6)])
+    calls: list[bool] = []
+    real_claim = outbox.claim
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs["throttled"])
+        return real_claim(*args, **kwargs)
+
+    monkeypatch.setattr(outbox, "claim", counting)
+    with app.app_context():
+        report = outbox.deliver(ids, commit=db.session.commit)
+        assert report.sent == 6 and report.claimed == 6
+        assert calls == [False, False]  # 4, then 2: every id taken, the throttle not asked
+        calls.clear()
+        assert outbox.deliver(None, commit=db.session.commit).sent == 0
+        assert calls == [False, True]  # nothing due of either kind: one look at each
+    assert len(sink.received) == 6
+
+
 def _dead_claim_after_three_of_six(app, ids, boot: str | None) -> str:
     """The state a worker left after sending emails 1–3 of a claim of six, emails 1–2 recorded
     sent by commits that were not flushed, the bound flushed when claimed: 1–4."""
