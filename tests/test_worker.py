@@ -289,7 +289,9 @@ def test_a_delivery_stops_claiming_once_its_ids_are_taken(make_app, make_custome
     with app.app_context():
         report = outbox.deliver(ids, commit=db.session.commit)
         assert report.sent == 6 and report.claimed == 6
-        assert calls == [False, False]  # 4, then 2: every id taken, the throttle not asked
+        # 4, then 2: every id taken, the throttle not asked. (PostgreSQL's planner may let
+        # the first claim take all six past its LIMIT: then one claim.)
+        assert calls in ([False, False], [False])
         calls.clear()
         assert outbox.deliver(None, commit=db.session.commit).sent == 0
         assert calls == [False, True]  # nothing due of either kind: one look at each
