@@ -215,9 +215,13 @@ def _claim_statement(among_ids: bool):
         _EMAILS.c.throttled == bindparam("c_throttled"))
     if among_ids:
         chosen = chosen.where(_EMAILS.c.id.in_(bindparam("c_ids", expanding=True)))
+    # Chosen once, as a materialized CTE: as a plain IN (subquery), PostgreSQL may run the
+    # locking subquery again for the UPDATE's rows and take more than c_batch of them.
     chosen = chosen.order_by(_EMAILS.c.id).limit(bindparam("c_batch")) \
-        .with_for_update(skip_locked=True).scalar_subquery()
-    return (update(_EMAILS).where(_EMAILS.c.id.in_(chosen), _EMAILS.c.status == "queued")
+        .with_for_update(skip_locked=True).cte("chosen") \
+        .prefix_with("MATERIALIZED", dialect="postgresql")
+    return (update(_EMAILS).where(_EMAILS.c.id.in_(select(chosen.c.id)),
+                                  _EMAILS.c.status == "queued")
             .values(status="sending", claim_token=bindparam("c_token"),
                     updated_at=bindparam("c_now"))
             .returning(_EMAILS.c.id))

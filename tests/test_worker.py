@@ -279,19 +279,22 @@ def test_a_delivery_stops_claiming_once_its_ids_are_taken(make_app, make_custome
     app = make_app(**mail_config(sink, MAIL_BATCH_SIZE=4))
     ids = queue_link_emails(app, [make_customer() for _ in range(6)])
     calls: list[bool] = []
+    sizes: list[list] = []
     real_claim = outbox.claim
 
     def counting(*args, **kwargs):
         calls.append(kwargs["throttled"])
-        return real_claim(*args, **kwargs)
+        held = real_claim(*args, **kwargs)
+        if held is not None:
+            sizes.append(held.emails)
+        return held
 
     monkeypatch.setattr(outbox, "claim", counting)
     with app.app_context():
         report = outbox.deliver(ids, commit=db.session.commit)
         assert report.sent == 6 and report.claimed == 6
-        # 4, then 2: every id taken, the throttle not asked. (PostgreSQL's planner may let
-        # the first claim take all six past its LIMIT: then one claim.)
-        assert calls in ([False, False], [False])
+        assert [len(batch) for batch in sizes] == [4, 2]  # never more than the batch size
+        assert calls == [False, False]  # 4, then 2: every id taken, the throttle not asked
         calls.clear()
         assert outbox.deliver(None, commit=db.session.commit).sent == 0
         assert calls == [False, True]  # nothing due of either kind: one look at each
