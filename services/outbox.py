@@ -79,6 +79,8 @@ class Report:
     retry_at: datetime | None = None  # when the ids still queued are next due
     throttled_until: datetime | None = None
     sent_ids: list[int] = field(default_factory=list)
+    claimed: int = 0  # rows taken by this delivery's claims (cancelled ones included)
+    drained: bool = False  # the last claim took fewer rows than it could: none left due
 
 
 def _cfg(name: str, default):
@@ -205,13 +207,27 @@ class Claim:
     durable_through: int | None = None  # as committed by the last flushed commit
 
 
-def _due(ids: list[int] | None, throttled: bool, now: datetime):
-    query = select(Email.id).where(
-        Email.status == "queued", Email.next_attempt_at <= now, Email.throttled.is_(throttled)
-    )
-    if ids is not None:
-        query = query.where(Email.id.in_(ids))
-    return query.order_by(Email.id)
+def _claim_statement(among_ids: bool):
+    """The claim's UPDATE (Core, built once: building it per claim cost more than running it):
+    the first `c_batch` due rows (among `c_ids`), still queued, become this claim's."""
+    chosen = select(_EMAILS.c.id).where(
+        _EMAILS.c.status == "queued", _EMAILS.c.next_attempt_at <= bindparam("c_due"),
+        _EMAILS.c.throttled == bindparam("c_throttled"))
+    if among_ids:
+        chosen = chosen.where(_EMAILS.c.id.in_(bindparam("c_ids", expanding=True)))
+    # Chosen once, as a materialized CTE: as a plain IN (subquery), PostgreSQL may run the
+    # locking subquery again for the UPDATE's rows and take more than c_batch of them.
+    chosen = chosen.order_by(_EMAILS.c.id).limit(bindparam("c_batch")) \
+        .with_for_update(skip_locked=True).cte("chosen") \
+        .prefix_with("MATERIALIZED", dialect="postgresql")
+    return (update(_EMAILS).where(_EMAILS.c.id.in_(select(chosen.c.id)),
+                                  _EMAILS.c.status == "queued")
+            .values(status="sending", claim_token=bindparam("c_token"),
+                    updated_at=bindparam("c_now"))
+            .returning(_EMAILS.c.id))
+
+
+_CLAIM_ANY, _CLAIM_AMONG = _claim_statement(False), _claim_statement(True)
 
 
 def claim(ids: list[int] | None, *, throttled: bool, now: datetime | None = None,
@@ -229,14 +245,16 @@ def claim(ids: list[int] | None, *, throttled: bool, now: datetime | None = None
                 report.throttled_until = now + timedelta(seconds=wait)
             return None
         batch = throttle.claim_size(batch)
-    chosen = _due(ids, throttled, now).limit(batch).with_for_update(skip_locked=True) \
-        .scalar_subquery()
     token = uuid.uuid4().hex
-    claimed = db.session.execute(
-        update(Email).where(Email.id.in_(chosen), Email.status == "queued")
-        .values(status="sending", claim_token=token, updated_at=now)
-        .returning(Email.id)
-    ).scalars().all()
+    params = {"c_due": now, "c_throttled": throttled, "c_batch": batch, "c_token": token,
+              "c_now": now}
+    if ids is not None:
+        params["c_ids"] = ids
+    claimed = db.session.execute(_CLAIM_ANY if ids is None else _CLAIM_AMONG, params) \
+        .scalars().all()
+    if report is not None:
+        report.claimed += len(claimed)
+        report.drained = len(claimed) < batch  # the UPDATE took every row due now
     if not claimed:
         return None
     emails = _load(claimed)
@@ -319,8 +337,9 @@ def _can_relax() -> bool:
 def _relax_next_commit() -> bool:
     """Let the session's next commit reach the operating system without a disk flush. SQLite
     only changes this outside a transaction: call it before the transaction's first write.
-    The connection gets its level back when it returns to the pool, so nothing else (a web
-    request, the next claim) ever commits this way."""
+    The level comes back right after that commit (`_Held`), and in any case when the
+    connection returns to the pool, so nothing else (a web request, the next claim) ever
+    commits this way."""
     conn = db.session.connection()
     dbapi = conn.connection.dbapi_connection  # straight to sqlite3: this runs once per email
     if dbapi.in_transaction:
@@ -328,7 +347,52 @@ def _relax_next_commit() -> bool:
     if _SYNC_KEY not in conn.info:
         conn.info[_SYNC_KEY] = int(dbapi.execute("PRAGMA synchronous").fetchone()[0])
     dbapi.execute("PRAGMA synchronous=NORMAL")
+    conn.info[_RELAXED_KEY] = True
     return True
+
+
+_RELAXED_KEY = "cardbridge.relaxed"  # set while the open transaction will commit unflushed
+
+
+class _Held:
+    """One pooled connection kept for all of a delivery's transactions.
+
+    The session releases its connection to the pool at every commit; the worker commits once
+    per email, and each round trip through the pool (checkout, reset, checkin, on PostgreSQL
+    a pre-ping) costs more than the commit itself. Each new session transaction starts on
+    this connection instead (`attach`, right after every commit). It goes back to the pool
+    at the end (`release`), whose checkin restores its `synchronous` level as before."""
+
+    def __init__(self, conn) -> None:
+        self.conn = conn
+
+    def attach(self) -> None:
+        """Begin the session's next transaction on the held connection (no SQL is sent)."""
+        session = db.session()
+        if not session.in_transaction():
+            session.connection(bind_arguments={"bind": self.conn})
+
+    def committing(self, commit: Callable[[], None]) -> Callable[[], None]:
+        info = self.conn.info
+
+        def held_commit() -> None:
+            commit()
+            if info.pop(_RELAXED_KEY, False):  # only the commit just made was unflushed
+                self.conn.connection.dbapi_connection.execute(
+                    f"PRAGMA synchronous={info[_SYNC_KEY]}")
+            self.attach()
+
+        return held_commit
+
+    def release(self) -> None:
+        session = db.session()
+        if session.in_transaction():
+            # The transaction `attach` began after the last commit: nothing in it when all
+            # went well, and after an exception the caller would roll it back anyway (and
+            # find the connection gone): end it while it still has its connection.
+            session.rollback()
+        self.conn.info.pop(_RELAXED_KEY, None)
+        self.conn.close()
 
 
 def _restore_synchronous(dbapi_conn, record) -> None:
@@ -374,17 +438,26 @@ def deliver(ids: list[int] | None, *, commit: Callable[[], None],
     # per-email commit would cost more than sending it.
     expire, session.expire_on_commit = session.expire_on_commit, False
     transport = mailer.open_transport()
+    conn = _Held(db.engine.connect())
     try:
+        conn.attach()
+        held_commit = conn.committing(commit)
+        wanted = len(set(ids)) if ids is not None else None
         for throttled in (False, True):
-            while not report.stopped:
+            # Every one of the ids already claimed: asking again (twice, and the throttle)
+            # would only find nothing.
+            while not report.stopped and (wanted is None or report.claimed < wanted):
                 held = claim(ids, throttled=throttled, report=report)
-                commit()
+                held_commit()
                 if held is None:
                     break
-                _send_claim(held, transport, commit, report, sleep)
+                _send_claim(held, transport, held_commit, report, sleep)
+                if report.drained:  # the next claim of this kind would find nothing due
+                    break
     finally:
         transport.close()
         session.expire_on_commit = expire
+        conn.release()
     if ids and report.throttled_until is not None:
         # Waiting for the throttle is not being overdue: the pump must not queue these again.
         db.session.execute(

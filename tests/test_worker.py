@@ -250,6 +250,57 @@ def test_on_sqlite_one_commit_in_mail_durable_every_is_flushed_to_disk(make_app,
         db.session.rollback()
 
 
+def test_a_delivery_keeps_one_connection_for_all_its_commits(make_app, make_customer, sink):
+    """Each per-email commit starts the next transaction on the same pooled connection: the
+    pool is visited a fixed number of times per delivery, not once per email."""
+    from sqlalchemy import event
+
+    app = make_app(**mail_config(sink, MAIL_DURABLE_EVERY=3))
+    ids = queue_link_emails(app, [make_customer() for _ in range(8)])
+    checkouts: list[int] = []
+    with app.app_context():
+        event.listen(db.engine, "checkout", lambda *args: checkouts.append(1))
+        report = outbox.deliver(ids, commit=db.session.commit)  # returns: nothing raised
+        assert report.sent == 8 and report.sent_ids == ids and not report.stopped
+        db.session.rollback()
+    assert len(sink.received) == 8 and {e.status for e in rows(app)} == {"sent"}
+    assert len(checkouts) <= 4  # reaper, the held connection, the tail queries; not 8+
+    with app.app_context():  # and nothing was left relaxed or half-open on it
+        level = int(db.session.connection().exec_driver_sql("PRAGMA synchronous").scalar()) \
+            if db.engine.dialect.name == "sqlite" else 2
+        assert level >= 2
+        assert db.session.execute(select(EmailClaim)).first() is None
+        db.session.rollback()
+
+
+def test_a_delivery_stops_claiming_once_its_ids_are_taken(make_app, make_customer, sink,
+                                                          monkeypatch):
+    """A task's ids all claimed (or a claim that took less than a batch): no empty claims."""
+    app = make_app(**mail_config(sink, MAIL_BATCH_SIZE=4))
+    ids = queue_link_emails(app, [make_customer() for _ in range(6)])
+    calls: list[bool] = []
+    sizes: list[list] = []
+    real_claim = outbox.claim
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs["throttled"])
+        held = real_claim(*args, **kwargs)
+        if held is not None:
+            sizes.append(held.emails)
+        return held
+
+    monkeypatch.setattr(outbox, "claim", counting)
+    with app.app_context():
+        report = outbox.deliver(ids, commit=db.session.commit)
+        assert report.sent == 6 and report.claimed == 6
+        assert [len(batch) for batch in sizes] == [4, 2]  # never more than the batch size
+        assert calls == [False, False]  # 4, then 2: every id taken, the throttle not asked
+        calls.clear()
+        assert outbox.deliver(None, commit=db.session.commit).sent == 0
+        assert calls == [False, True]  # nothing due of either kind: one look at each
+    assert len(sink.received) == 6
+
+
 def _dead_claim_after_three_of_six(app, ids, boot: str | None) -> str:
     """The state a worker left after sending emails 1–3 of a claim of six, emails 1–2 recorded
     sent by commits that were not flushed, the bound flushed when claimed: 1–4."""
