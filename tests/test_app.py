@@ -100,7 +100,8 @@ def test_every_tuning_knob_is_read_from_the_environment(tmp_path, name):
     assert name not in load_config(tmp_path, {"CARDBRIDGE_ENV": "development"})
 
 
-def test_the_rate_limiter_is_not_even_consulted_for_unmetered_views(app, monkeypatch):
+def test_the_rate_limiter_is_not_even_consulted_for_unmetered_views(app, make_app,
+                                                                    monkeypatch):
     """Its hooks are wrapped to skip unmetered views; metered ones still get the check."""
     from extensions import limiter
 
@@ -108,28 +109,17 @@ def test_the_rate_limiter_is_not_even_consulted_for_unmetered_views(app, monkeyp
     real = limiter._check_request_limit.__func__
     monkeypatch.setattr(type(limiter), "_check_request_limit",
                         lambda self, *a, **kw: calls.append(1) or real(self, *a, **kw))
-    fresh = make_fresh_app_like(app)
-    client = fresh.test_client()
+    client = make_app().test_client()  # registers its hooks with the patched method
     assert client.get("/healthz").status_code == 200
     assert calls == []
     client.get("/api/v1/openapi.json")
     assert calls  # a metered blueprint (the API's limit) still goes through the limiter
 
 
-def make_fresh_app_like(app):
-    from app import create_app
-
-    return create_app({k: app.config[k] for k in ("TESTING", "SQLALCHEMY_DATABASE_URI",
-                                                   "SECRET_KEY", "LINK_SECRET_KEYS")})
-
-
-def test_an_app_without_rate_limits_does_not_switch_them_off_for_the_next(app):
-    from app import create_app
-
-    base = {k: app.config[k] for k in ("TESTING", "SQLALCHEMY_DATABASE_URI", "SECRET_KEY",
-                                       "LINK_SECRET_KEYS")}
-    create_app({**base, "RATELIMIT_ENABLED": False})
-    limited = create_app({**base, "FRESH_LINK_RATE_LIMIT": "1 per minute"})
+def test_an_app_without_rate_limits_does_not_switch_them_off_for_the_next(app, make_app):
+    # make_app, not create_app: its engines are disposed, so no connection is left to the GC
+    make_app(RATELIMIT_ENABLED=False)
+    limited = make_app(FRESH_LINK_RATE_LIMIT="1 per minute")
     client = limited.test_client()
     from tests.testlib import csrf_from
 
