@@ -90,7 +90,7 @@ def unmetered(view):
     """Mark a view that carries no rate limit, so Flask-Limiter skips it entirely.
 
     With no default limits the check would find nothing anyway; skipping it takes a
-    measurable slice off the hottest routes (tests/test_security.py proves none of the
+    measurable slice off the hottest routes (tests/test_app.py proves none of the
     marked views has a limit).
     """
     view.unmetered = True
@@ -106,9 +106,9 @@ _NONCE = "__nonce__"
 
 
 def _limiter_hooks_skip_unmetered(app: Flask, limiter) -> None:
-    """Flask-Limiter's own before/after hooks do their bookkeeping before any request filter is
-    asked; for an unmetered view skip them altogether (the filter above still guards the
-    decorated limits, should a hook ever be missed here)."""
+    """For an unmetered view, skip Flask-Limiter's own before/after hooks altogether: they do
+    their bookkeeping before a request filter would even be asked. Decorated limits are
+    checked by their decorators, not these hooks, so they are untouched."""
     def owned(hook) -> bool:
         return getattr(hook, "__self__", None) is limiter or (
             isinstance(hook, partial) and hook.args[:1] == (limiter,))
@@ -197,8 +197,6 @@ def init_app(app: Flask) -> None:
     app.session_interface = SessionCookies()
     from extensions import limiter
 
-    if _is_unmetered not in limiter._request_filters:
-        limiter.request_filter(_is_unmetered)
     _limiter_hooks_skip_unmetered(app, limiter)
     hops = app.config.get("TRUSTED_PROXY_HOPS", 0)
     if hops:

@@ -146,8 +146,12 @@ def load_link(token: str, *, now: datetime | None = None, allow_spent: bool = Fa
     return link
 
 
+def _plausible(public_id: object) -> bool:
+    return isinstance(public_id, str) and len(public_id) <= 64  # what a links row can hold
+
+
 def _find(public_id: object) -> Link | None:
-    if not isinstance(public_id, str) or len(public_id) > 64:
+    if not _plausible(public_id):
         return None
     # One round trip for what the page shows: the link, its customer and the migrated cards.
     stmt = (select(Link).where(Link.public_id == public_id)
@@ -191,7 +195,7 @@ def view_link(token: str, *, now: datetime | None = None) -> LinkView:
     public_id, problem = _verify(token)
     if problem:
         raise LinkError(problem)
-    if not isinstance(public_id, str) or len(public_id) > 64:
+    if not _plausible(public_id):
         raise LinkError("tampered")
     # Straight from the pool, not through a Session: there is nothing to flush or roll back.
     with db.engine.connect() as conn:
