@@ -194,12 +194,30 @@ def stripe_app(make_app, localstripe_url):
 
 
 # -- a live server for the browser ---------------------------------------------------------------
+def _buffered(app):
+    """Read each response whole before werkzeug writes it.
+
+    When the browser drops a connection mid-response (a page closed while a stylesheet is still
+    on the wire), werkzeug's dev server raises before it closes the response iterable, and the
+    open static file surfaces later as a ResourceWarning in whatever test runs next. Buffering
+    closes the file before the first byte goes out.
+    """
+    def wsgi(environ, start_response):
+        body = app(environ, start_response)
+        try:
+            return [b"".join(body)]
+        finally:
+            if hasattr(body, "close"):
+                body.close()
+    return wsgi
+
+
 class LiveServer:
     def __init__(self, app):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         app.config["PUBLIC_BASE_URL"] = self.url
-        self._server = make_server("127.0.0.1", self.port, app, threaded=True)
+        self._server = make_server("127.0.0.1", self.port, _buffered(app), threaded=True)
         # A short poll interval: shutdown() waits up to one interval, once per browser test.
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
                                         daemon=True)
