@@ -118,7 +118,7 @@ def seed(app, n: int) -> None:
         db.session.commit()
 
 
-def run_ours(app, n: int, workers: int) -> tuple[float, int]:
+def run_ours(app, n: int, workers: int, processes: int = 1) -> tuple[float, int]:
     from sqlalchemy import func, select
 
     from extensions import db, huey
@@ -130,7 +130,7 @@ def run_ours(app, n: int, workers: int) -> tuple[float, int]:
     with app.app_context():
         campaigns.launch_wave("needs_update", created_by="bench")
         db.session.commit()  # queues the delivery tasks
-        run_burst(huey, workers=workers)
+        run_burst(huey, workers=workers, processes=processes)
     elapsed = time.perf_counter() - started
     with app.app_context():
         sent = db.session.execute(
@@ -188,6 +188,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=5000, help="emails (default 5000)")
     parser.add_argument("--workers", type=int, default=2, help="worker threads (default 2)")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="worker processes, each with --workers threads (default 1)")
     parser.add_argument("--database-url", default=None, help="default: SQLite in a temp dir")
     parser.add_argument("--redis-url", default=None, help="queue on RedisHuey (default: SQLite)")
     parser.add_argument("--durable-every", type=int, default=50,
@@ -204,7 +206,7 @@ def main() -> None:
         size = sample_size(app)
         run_raw(sink.port, max(50, args.n // 50), size)  # warm the sink's code paths
         raw_before = run_raw(sink.port, args.n, size)
-        ours, sent = run_ours(app, args.n, args.workers)
+        ours, sent = run_ours(app, args.n, args.workers, args.processes)
         raw_after = run_raw(sink.port, args.n, size)
         if args.redis_url:
             from extensions import huey

@@ -89,18 +89,21 @@ def campaign_list() -> None:
 @click.command("worker")
 @click.option("--burst", is_flag=True, help="Run what is due now, then exit (cron, tests).")
 @click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True,
-              help="Worker threads, each with its own SMTP connection.")
+              help="Worker threads per process, each with its own SMTP connection.")
+@click.option("--processes", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Worker processes (one per core spends every core; threads share one).")
 @with_appcontext
-def worker(burst: bool, workers: int) -> None:
+def worker(burst: bool, workers: int, processes: int) -> None:
     """Run the task queue worker (emails, reminders)."""
     from services.queue import run_burst, run_consumer
 
     huey = current_app.extensions["huey"]
     if not burst:
-        click.echo(f"worker: {workers} thread(s) on the {huey.backend} queue; Ctrl-C stops")
-        run_consumer(huey, workers=workers)
+        click.echo(f"worker: {processes} process(es) of {workers} thread(s) on the "
+                   f"{huey.backend} queue; Ctrl-C stops")
+        run_consumer(huey, workers=workers, processes=processes)
         return
-    ran = run_burst(huey, workers=workers)
+    ran = run_burst(huey, workers=workers, processes=processes)
     counts = dict(db.session.execute(
         select(Email.status, func.count()).group_by(Email.status)
     ).all())

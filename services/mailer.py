@@ -17,6 +17,7 @@ import os
 import re
 import smtplib
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from email.utils import formatdate, make_msgid
@@ -304,6 +305,19 @@ def _qp(text: str) -> str:
     return encoded.decode("ascii").replace("\n", "\r\n")
 
 
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+def _dot_stuffed(body: bytes) -> bytes:
+    """The DATA payload: lines starting with "." get another (RFC 5321 4.5.2), then the end
+    marker. `body` has CRLF line ends (`to_bytes`)."""
+    if body.startswith(b".") or b"\n." in body:
+        body = _LEADING_DOT.sub(b"..", body)
+    if not body.endswith(b"\r\n"):
+        body += b"\r\n"
+    return body + b".\r\n"
+
+
 # -- transports ----------------------------------------------------------------------------------
 class _SmtpConnection(Connection):
     """Flask-Mail's connection with a socket timeout, keeping the server's reply to DATA."""
@@ -348,8 +362,20 @@ class SmtpTransport:
             self._conn = conn
         return self._conn.host
 
-    def send(self, msg: OutgoingMessage, name: str = "") -> str:
-        """Hand `msg` to the server; returns the server's id for it (or our Message-ID)."""
+    # The caller may give work to do while the server answers (see `send`).
+    overlaps = True
+
+    def send(self, msg: OutgoingMessage, name: str = "", *,
+             before_data: Callable[[], None] | None = None,
+             after_body: Callable[[], None] | None = None) -> str:
+        """Hand `msg` to the server; returns the server's id for it (or our Message-ID).
+
+        `before_data` runs once the MAIL command is written and before its reply is read: the
+        server works on the command meanwhile, and nothing of this message can be delivered
+        before `before_data` returns (its body goes only after). If it raises, the message is
+        abandoned (RSET) and the exception propagates. `after_body` runs once the body is
+        written and before the server's verdict on it is read; it must not raise.
+        """
         host = self._host()
         sender = _address(msg.sender)
         recipients = [_address(r) for r in msg.send_to]
@@ -357,7 +383,10 @@ class SmtpTransport:
         try:
             host.ehlo_or_helo_if_needed()
             # smtplib's mail()/rcpt() without options, minus its address parser per call.
-            code, reply = host.docmd("mail", f"FROM:{_envelope(sender)}")
+            host.putcmd("mail", f"FROM:{_envelope(sender)}")
+            if before_data is not None:
+                self._meanwhile(host, before_data)
+            code, reply = host.getreply()
             if code != 250:
                 # A refused sender is our configuration, not this email: hold the batch.
                 self._reset(host)
@@ -367,14 +396,18 @@ class SmtpTransport:
                 if code not in (250, 251):
                     self._reset(host)
                     raise _classify(code, reply, "recipient refused", bounce=True)
+            code, reply = host.docmd("data")
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
             self.close()
             raise ConnectionLost(f"connection lost before the message: {_short(exc)}") from exc
-        try:
-            code, reply = host.data(body)
-        except smtplib.SMTPDataError as exc:  # DATA itself refused: the body never left
+        if code != 354:  # DATA itself refused: the body never left
             self._reset(host)
-            raise _classify(exc.smtp_code, exc.smtp_error, "DATA refused") from exc
+            raise _classify(code, reply, "DATA refused")
+        try:
+            host.send(_dot_stuffed(body))
+            if after_body is not None:
+                after_body()
+            code, reply = host.getreply()
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
             self.close()
             raise MaybeDelivered(f"connection lost during DATA: {_short(exc)}") from exc
@@ -382,6 +415,20 @@ class SmtpTransport:
             self._reset(host)
             raise _classify(code, reply, "message refused")
         return _provider_id(reply) or msg.msgId
+
+    def _meanwhile(self, host: smtplib.SMTP, work: Callable[[], None]) -> None:
+        try:
+            work()
+        except BaseException:
+            # Read the MAIL reply the server owes us, then drop the transaction, so the
+            # connection stays in step for the next message (or is closed).
+            try:
+                host.getreply()
+            except (smtplib.SMTPException, OSError):
+                self.close()
+            else:
+                self._reset(host)
+            raise
 
     def _reset(self, host: smtplib.SMTP) -> None:
         try:

@@ -476,9 +476,18 @@ def deliver(ids: list[int] | None, *, commit: Callable[[], None],
     return report
 
 
+class _ClaimLost(Exception):
+    """The claim was taken over: what this worker still held is recorded; send no more."""
+
+
 def _send_claim(held: Claim, transport, commit, report: Report, sleep) -> None:
     """Send a claim's emails in groups; each group's outcomes, and how far the next group may
-    go, are committed before the next group's first email goes on the wire."""
+    go, are committed before the next group's first email goes on the wire.
+
+    Over SMTP that commit runs while the server answers the next email's MAIL command, and
+    the next email is composed while the server answers the current body: the worker's
+    database and template work overlaps the server's, and the order that bounds a crash
+    (outcomes and bound committed, then the next body) is unchanged."""
     lease = float(_cfg("MAIL_CLAIM_LEASE_SECONDS", 120))
 
     def wait_for_slot(email: Email) -> None:
@@ -490,43 +499,82 @@ def _send_claim(held: Claim, transport, commit, report: Report, sleep) -> None:
         if slot is not None and slot > time.time():
             sleep(slot - time.time())
 
-    emails, start = held.emails, 0
-    while start < len(emails):
-        group = emails[start:start + held.group]
-        done: list[tuple[Email, Outcome]] = []
-        for email in group:
-            now = utcnow()
-            try:
-                done.append((email, _send_one(email, transport, now,
-                                              wait_for_slot if held.paced else None)))
-            except mailer.ConnectionLost as exc:
-                _record(held.token, done, report)
-                _requeue_rest(held, emails.index(email), now, str(exc), report)
-                _finish(held.token)
-                commit()
-                report.stopped = True
-                return
-        start += held.group
-        through = emails[min(start + held.group, len(emails)) - 1].id \
+    emails = held.emails
+    overlap = getattr(transport, "overlaps", False) and not held.paced
+    composed: dict[int, mailer.OutgoingMessage | Outcome] = {}
+    pending: _Flush | None = None  # the last group's commit, run during the next MAIL
+
+    def compose_next(index: int) -> Callable[[], None] | None:
+        if not overlap or index + 1 >= len(emails):
+            return None
+        following = emails[index + 1]
+        return lambda: composed.__setitem__(following.id, _compose(following, utcnow()))
+
+    try:
+        for start in range(0, len(emails), held.group):
+            done: list[tuple[Email, Outcome]] = []
+            for index in range(start, min(start + held.group, len(emails))):
+                email, now = emails[index], utcnow()
+                try:
+                    outcome = _send_one(email, composed.pop(email.id, None) or
+                                        _compose(email, now), transport,
+                                        wait_for_slot if held.paced else None,
+                                        before_data=pending, after_body=compose_next(index))
+                except mailer.ConnectionLost as exc:
+                    if pending is not None:
+                        pending()  # the group before this one went: record it first
+                    _record(held.token, done, report)
+                    _requeue_rest(held, index, now, str(exc), report)
+                    _finish(held.token)
+                    commit()
+                    report.stopped = True
+                    return
+                if pending is not None:
+                    pending()  # a no-op if the transport ran it during the MAIL command
+                    pending = None
+                done.append((email, outcome))
+            flush = _Flush(held, done, start + held.group, commit, report)
+            if overlap and flush.through is not None:
+                pending = flush
+            else:
+                flush()
+    except _ClaimLost:
+        log.warning("claim %s was taken over; stopping this batch", held.token)
+        report.stopped = True
+
+
+class _Flush:
+    """A group's outcomes, and how far the next group may go, in one commit (run once)."""
+
+    def __init__(self, held: Claim, done: list[tuple[Email, Outcome]], start: int,
+                 commit: Callable[[], None], report: Report) -> None:
+        emails = held.emails
+        self.held, self.done, self.commit, self.report = held, done, commit, report
+        self.through = emails[min(start + held.group, len(emails)) - 1].id \
             if start < len(emails) else None
-        durable = None  # the next group goes past the last flushed bound: flush this commit
-        if through is not None and held.durable_through is not None \
-                and through > held.durable_through:
-            durable = emails[min(start + held.window, len(emails)) - 1].id
-        if held.window > held.group and durable is None:
-            _relax_next_commit()
-        if not _record(held.token, done, report):
-            commit()  # what still matched was ours and went; the rest is the reaper's now
-            log.warning("claim %s was taken over; stopping this batch", held.token)
-            report.stopped = True
+        self.durable = None  # the next group goes past the last flushed bound: flush this one
+        if self.through is not None and held.durable_through is not None \
+                and self.through > held.durable_through:
+            self.durable = emails[min(start + held.window, len(emails)) - 1].id
+        self.ran = False
+
+    def __call__(self) -> None:
+        if self.ran:
             return
-        if through is not None:
-            _advance(held.token, through, durable)
-            if durable is not None:
-                held.durable_through = durable
+        self.ran = True
+        held = self.held
+        if held.window > held.group and self.durable is None:
+            _relax_next_commit()
+        if not _record(held.token, self.done, self.report):
+            self.commit()  # what still matched was ours and went; the rest is the reaper's now
+            raise _ClaimLost(held.token)
+        if self.through is not None:
+            _advance(held.token, self.through, self.durable)
+            if self.durable is not None:
+                held.durable_through = self.durable
         else:
             _finish(held.token)
-        commit()
+        self.commit()
 
 
 @dataclass(frozen=True)
@@ -537,22 +585,35 @@ class Outcome:
     at: datetime = field(default_factory=utcnow)  # when the transport answered
 
 
-def _send_one(email: Email, transport, now: datetime, wait_for_slot) -> Outcome:
-    """Compose and hand one email to the transport; ConnectionLost stops the batch."""
+def _compose(email: Email, now: datetime) -> mailer.OutgoingMessage | Outcome:
+    """The message for `email`, or a failed Outcome when it cannot be composed."""
     url = campaigns.signed_url(email.link) if email.link is not None else None
     try:
-        subject, text, html = compose(email, url, now=now,
-                                      first_sent=email.first_sent)
-        msg = mailer.build(email.to_address, subject, text, html,
-                           message_id=mailer.message_id_for(email.id),
-                           headers={"X-Cardbridge-Email": str(email.id)})
+        subject, text, html = compose(email, url, now=now, first_sent=email.first_sent)
+        return mailer.build(email.to_address, subject, text, html,
+                            message_id=mailer.message_id_for(email.id),
+                            headers={"X-Cardbridge-Email": str(email.id)})
     except Exception as exc:  # a template bug fails this email, not the whole batch
         log.exception("could not compose email %s", email.id)
         return Outcome("failed", f"could not compose: {type(exc).__name__}")
+
+
+def _send_one(email: Email, msg: mailer.OutgoingMessage | Outcome, transport, wait_for_slot,
+              *, before_data: Callable[[], None] | None = None,
+              after_body: Callable[[], None] | None = None) -> Outcome:
+    """Hand one composed email to the transport; ConnectionLost stops the batch. The hooks go
+    to a transport that `overlaps` (`SmtpTransport.send`), and only when given."""
+    if isinstance(msg, Outcome):
+        return msg
     if wait_for_slot is not None:
         wait_for_slot(email)
+    hooks = {}
+    if before_data is not None:
+        hooks["before_data"] = before_data
+    if after_body is not None:
+        hooks["after_body"] = after_body
     try:
-        provider_id = transport.send(msg, name=f"{email.id:08d}-{email.kind}")
+        provider_id = transport.send(msg, name=f"{email.id:08d}-{email.kind}", **hooks)
     except mailer.MaybeDelivered as exc:
         return Outcome("failed", f"{exc}; it may have been delivered, so it is not sent again "
                                  "automatically", msg.msgId)
@@ -565,7 +626,66 @@ def _send_one(email: Email, transport, now: datetime, wait_for_slot) -> Outcome:
     return Outcome("sent", provider_id, msg.msgId)
 
 
-_RECORD = (
+class _Raw:
+    """A Core statement compiled once per dialect and run straight on the session's DBAPI
+    connection, inside the session's transaction.
+
+    The worker runs three or four statements for every email it sends; SQLAlchemy's work per
+    execution (cache key, parameter processing, result set-up) cost more than SQLite's. Here
+    the caller's values go through the same bind processors SQLAlchemy would apply, and every
+    other parameter must be a literal of the statement: one SQLAlchemy would have to compute
+    (a Python-side default) is refused when the statement is first compiled."""
+
+    def __init__(self, statement, keys: set[str]) -> None:
+        self.statement, self.keys = statement, keys
+        self._compiled: dict[str, tuple] = {}
+
+    def _for(self, dialect) -> tuple:
+        hit = self._compiled.get(dialect.name)
+        if hit is None:
+            compiled = self.statement.compile(dialect=dialect)
+            names = list(compiled.positiontup) if compiled.positional else list(compiled.binds)
+            computed = {column.key for column in
+                        [*compiled.insert_prefetch, *compiled.update_prefetch]}
+            fixed, processors = {}, {}
+            for name in names:
+                bind = compiled.binds[name]
+                if name not in self.keys:
+                    if name in computed or bind.callable is not None:
+                        raise RuntimeError(f"nothing provides parameter {name!r} of "
+                                           f"{self.statement}")
+                    fixed[name] = bind.value
+                processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+                if processor is not None:
+                    processors[name] = processor
+            for name, value in fixed.items():
+                fixed[name] = processors[name](value) if name in processors else value
+            hit = (str(compiled), names, compiled.positional, fixed, processors)
+            self._compiled[dialect.name] = hit
+        return hit
+
+    def run(self, params: dict | list[dict]) -> int:
+        """Execute with one parameter dict (or each of a list); the rows it matched."""
+        conn = db.session.connection()
+        sql, names, positional, fixed, processors = self._for(conn.dialect)
+        cursor = conn.connection.dbapi_connection.cursor()
+        matched = 0
+        try:
+            for one in (params if isinstance(params, list) else [params]):
+                values = {}
+                for name in names:
+                    value = fixed[name] if name in fixed else one[name]
+                    if value is not None and name in processors and name not in fixed:
+                        value = processors[name](value)
+                    values[name] = value
+                cursor.execute(sql, [values[n] for n in names] if positional else values)
+                matched += cursor.rowcount
+        finally:
+            cursor.close()
+        return matched
+
+
+_RECORD = _Raw(
     update(_EMAILS)
     .where(_EMAILS.c.id == bindparam("e_id"), _EMAILS.c.claim_token == bindparam("e_token"),
            _EMAILS.c.status == "sending")
@@ -574,21 +694,22 @@ _RECORD = (
             message_id=bindparam("e_message_id"), link_id=bindparam("e_link_id"),
             last_error=bindparam("e_error"), updated_at=bindparam("e_now"),
             next_attempt_at=func.coalesce(bindparam("e_next", type_=UTCDateTime),
-                                          _EMAILS.c.next_attempt_at))
-)
+                                          _EMAILS.c.next_attempt_at)),
+    {"e_id", "e_token", "e_status", "e_sent_at", "e_provider_id", "e_message_id", "e_link_id",
+     "e_error", "e_now", "e_next"})
 
 
-# Built once: a statement built per email costs more to key and cache than to run.
-_EMAILED = insert(CustomerEvent.__table__)
-_INVITED = (update(_CUSTOMERS)
-            .where(_CUSTOMERS.c.id.in_(bindparam("c_ids", expanding=True)),
-                   _CUSTOMERS.c.status == "needs_update")
-            .values(status="invited"))
-
-
-def _params(rows: list[dict]) -> list[dict] | dict:
-    """One row as one execute: a one-row executemany takes SQLAlchemy's slower batch path."""
-    return rows[0] if len(rows) == 1 else rows
+_EVENTS = CustomerEvent.__table__
+_EMAILED = _Raw(
+    insert(_EVENTS).values(customer_id=bindparam("v_customer"), link_id=bindparam("v_link"),
+                           kind="emailed", at=bindparam("v_at", type_=UTCDateTime),
+                           details=bindparam("v_details", type_=_EVENTS.c.details.type)),
+    {"v_customer", "v_link", "v_at", "v_details"})
+_INVITED = _Raw(
+    update(_CUSTOMERS)
+    .where(_CUSTOMERS.c.id == bindparam("c_id"), _CUSTOMERS.c.status == "needs_update")
+    .values(status="invited", updated_at=bindparam("c_now", type_=UTCDateTime)),
+    {"c_id", "c_now"})
 
 
 def _record(token: str, done: list[tuple[Email, Outcome]], report: Report) -> bool:
@@ -609,7 +730,7 @@ def _record(token: str, done: list[tuple[Email, Outcome]], report: Report) -> bo
                      "e_message_id": outcome.message_id, "e_link_id": email.link_id,
                      "e_error": None if status == "sent" else outcome.detail[:500],
                      "e_now": now, "e_next": next_at})
-    matched = db.session.execute(_RECORD, _params(rows)).rowcount
+    matched = _RECORD.run(rows)
     sent = [(email, outcome) for (email, outcome), row in zip(done, rows, strict=True)
             if row["e_status"] == "sent"]
     report.sent += len(sent)
@@ -619,16 +740,16 @@ def _record(token: str, done: list[tuple[Email, Outcome]], report: Report) -> bo
     if matched != len(rows):
         return False
     if sent:
-        db.session.execute(_EMAILED, _params([
-            {"customer_id": email.customer_id, "link_id": email.link_id, "kind": "emailed",
-             "at": outcome.at, "details": {"email": email.id, "kind": email.kind,
-                                           "wave": email.wave_id, "step": email.step}}
-            for email, outcome in sent]))
+        _EMAILED.run([
+            {"v_customer": email.customer_id, "v_link": email.link_id, "v_at": outcome.at,
+             "v_details": {"email": email.id, "kind": email.kind, "wave": email.wave_id,
+                           "step": email.step}}
+            for email, outcome in sent])
     # The link was live when claimed and has just been emailed: SPEC's "invited".
     invited = [email.customer for email, _ in sent
                if email.link is not None and email.customer.status == "needs_update"]
     if invited:
-        db.session.execute(_INVITED, {"c_ids": [c.id for c in invited]})
+        _INVITED.run([{"c_id": c.id, "c_now": now} for c in invited])
         for customer in invited:
             customer.status = "invited"
     for email, outcome in done:
@@ -660,9 +781,12 @@ def _heartbeat(token: str) -> None:
     )
 
 
-_ADVANCE = (update(_CLAIMS).where(_CLAIMS.c.token == bindparam("c_token"))
-            .values(heartbeat_at=bindparam("c_now"), in_flight_through=bindparam("c_through")))
-_ADVANCE_DURABLE = _ADVANCE.values(durable_through=bindparam("c_durable"))
+_ADVANCE_SQL = (update(_CLAIMS).where(_CLAIMS.c.token == bindparam("c_token"))
+                .values(heartbeat_at=bindparam("c_now"),
+                        in_flight_through=bindparam("c_through")))
+_ADVANCE = _Raw(_ADVANCE_SQL, {"c_token", "c_now", "c_through"})
+_ADVANCE_DURABLE = _Raw(_ADVANCE_SQL.values(durable_through=bindparam("c_durable")),
+                        {"c_token", "c_now", "c_through", "c_durable"})
 
 
 def _advance(token: str, through_id: int, durable_through: int | None = None) -> None:
@@ -670,16 +794,16 @@ def _advance(token: str, through_id: int, durable_through: int | None = None) ->
     (and up to `durable_through` before the next flushed one, when this commit is flushed)."""
     params = {"c_token": token, "c_now": utcnow(), "c_through": through_id}
     if durable_through is None:
-        db.session.execute(_ADVANCE, params)
+        _ADVANCE.run(params)
     else:
-        db.session.execute(_ADVANCE_DURABLE, {**params, "c_durable": durable_through})
+        _ADVANCE_DURABLE.run({**params, "c_durable": durable_through})
 
 
-_FINISH = delete(_CLAIMS).where(_CLAIMS.c.token == bindparam("c_token"))
+_FINISH = _Raw(delete(_CLAIMS).where(_CLAIMS.c.token == bindparam("c_token")), {"c_token"})
 
 
 def _finish(token: str) -> bool:
-    return bool(db.session.execute(_FINISH, {"c_token": token}).rowcount)
+    return bool(_FINISH.run({"c_token": token}))
 
 
 def overdue_ids(due_before: datetime, limit: int = 10_000) -> list[int]:

@@ -13,7 +13,9 @@ a row that is not there yet, and a rolled-back request queues nothing.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
+import signal
 import threading
 from collections.abc import Iterable
 from datetime import datetime
@@ -154,11 +156,12 @@ def enqueue_delivery(batches: Iterable[tuple[list[int], datetime | None, bool]])
 
 
 # -- running the worker --------------------------------------------------------------------------
-def run_burst(huey: AppHuey, *, workers: int = 1) -> int:
+def run_burst(huey: AppHuey, *, workers: int = 1, processes: int = 1) -> int:
     """Run the periodic jobs once, then every task that is due, then return how many ran.
 
     For cron-style hosts and tests: nothing waits for a future task, and a retry scheduled for
-    later stays on the schedule for the next run.
+    later stays on the schedule for the next run. `processes` > 1 drains in that many forked
+    processes of `workers` threads each (`_drain_forked`).
     """
     import tasks
 
@@ -169,7 +172,7 @@ def run_burst(huey: AppHuey, *, workers: int = 1) -> int:
     while True:
         for task in huey.read_schedule():
             huey.enqueue(task)
-        done = _drain(huey, workers)
+        done = _drain(huey, workers) if processes <= 1 else _drain_forked(huey, workers, processes)
         ran += done
         if done == 0:
             return ran
@@ -194,12 +197,83 @@ def _drain(huey: AppHuey, workers: int) -> int:
     return sum(counts)
 
 
-def run_consumer(huey: AppHuey, *, workers: int = 2) -> None:
-    """The long-running worker: Huey's consumer with its scheduler (periodic tasks) on."""
+def _drain_forked(huey: AppHuey, threads: int, processes: int) -> int:
+    """Drain the queue in `processes` forked children of `threads` threads each.
+
+    Composing and recording an email is Python work, and one process's threads share one
+    core (the GIL); a process per core is how a worker machine spends them all. Each claim is
+    a committed UPDATE, so the children never hold the same email (README: at most once).
+    The parent's queue and database connections are closed before the fork: every child
+    opens its own, as SQLite and psycopg require."""
+    ctx = multiprocessing.get_context("fork")
+    counts = ctx.Array("i", processes)
+    _reset_connections(huey)
+
+    def child(slot: int) -> None:
+        try:
+            counts[slot] = _drain(huey, threads)
+        finally:
+            _reset_connections(huey)
+
+    children = [ctx.Process(target=child, args=(i,), daemon=True) for i in range(processes)]
+    for proc in children:
+        proc.start()
+    for proc in children:
+        proc.join()
+    failed = [proc.exitcode for proc in children if proc.exitcode]
+    if failed:
+        raise RuntimeError(f"{len(failed)} worker process(es) failed (exit codes {failed})")
+    return sum(counts)
+
+
+def _reset_connections(huey: AppHuey) -> None:
+    """Close this process's queue and database connections; they reopen on next use."""
+    from extensions import db
+
+    huey.storage.close()
+    for engine in db.engines.values():
+        engine.dispose()
+
+
+def run_consumer(huey: AppHuey, *, workers: int = 2, processes: int = 1) -> None:
+    """The long-running worker: Huey's consumer with its scheduler (periodic tasks) on.
+
+    `processes` > 1 forks that many consumers of `workers` threads each (see _drain_forked
+    for why); only the first runs the periodic jobs. A signal that stops one (Ctrl-C reaches
+    them all; SIGTERM to this process is passed on) stops them all, each after its current
+    task."""
     import tasks  # noqa: F401
 
+    children: list[int] = []
+    if processes > 1:
+        _reset_connections(huey)
+        for _ in range(processes - 1):
+            pid = os.fork()
+            if pid == 0:  # the child: a consumer without the scheduler, then exit
+                code = 0
+                try:
+                    _consume(huey, workers, periodic=False)
+                except BaseException:
+                    log.exception("worker process failed")
+                    code = 1
+                finally:
+                    os._exit(code)
+            children.append(pid)
+    try:
+        _consume(huey, workers, periodic=True)
+    finally:
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for pid in children:
+            os.waitpid(pid, 0)
+
+
+def _consume(huey: AppHuey, workers: int, *, periodic: bool) -> None:
     consumer = huey.create_consumer(
-        workers=workers, worker_type="thread", periodic=True,
+        workers=workers, worker_type="thread", periodic=periodic,
         # SQLite storage is polled: keep the idle wait short so a waiting customer's
         # fresh-link email leaves within a couple of seconds. Redis blocks instead.
         initial_delay=0.1, backoff=1.15, max_delay=2.0,

@@ -124,13 +124,14 @@ def mail_config(sink: SmtpSink | None = None, *, port: int | None = None, **extr
     return config
 
 
-def drain(app, workers: int = 1) -> int:
-    """`flask worker --burst` in this process: periodic jobs once, then every due task."""
+def drain(app, workers: int = 1, processes: int = 1) -> int:
+    """`flask worker --burst` in this process (and `processes` forks of it): periodic jobs
+    once, then every due task."""
     from extensions import huey
     from services.queue import run_burst
 
     with app.app_context():
-        return run_burst(huey, workers=workers)
+        return run_burst(huey, workers=workers, processes=processes)
 
 
 def queue_link_emails(app, customers, kind: str = "link") -> list[int]:

@@ -161,6 +161,95 @@ def test_many_threads_racing_on_one_batch_send_each_email_once(make_app, make_cu
     assert len(counts) == 24 and set(counts.values()) == {1}
 
 
+def test_a_burst_in_several_processes_sends_each_email_once(make_app, make_customer, sink):
+    app = make_app(**mail_config(sink, MAIL_BATCH_SIZE=4))
+    customers = [make_customer() for _ in range(20)]
+    queue_link_emails(app, customers)
+    assert drain(app, processes=2) >= 1
+    counts = Counter(sink.recipients())
+    assert sorted(counts) == sorted(c.email for c in customers)
+    assert set(counts.values()) == {1}
+    assert len({r.peer for r in sink.received}) >= 2  # more than one process sent
+    assert {e.status for e in rows(app)} == {"sent"}
+
+
+def test_worker_processes_stop_together(make_app, make_customer, sink):
+    """`flask worker --processes 2`: both consumers deliver; SIGTERM to the parent stops the
+    child too, each after its current task."""
+    app = make_app(**mail_config(sink))
+    customers = [make_customer() for _ in range(6)]
+    queue_link_emails(app, customers)
+    log = Path(app.instance_path) / "worker.log"
+    name = app.config["QUEUE_NAME"]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(worker_command(app, "--processes", "2", "--workers", "1"),
+                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            sink.wait_for(6, timeout=30)
+            time.sleep(0.3)
+            alive = subprocess.run(["pgrep", "-f", name], capture_output=True, text=True)
+            assert len(alive.stdout.split()) == 2, log.read_text()  # parent and child
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0, log.read_text()
+    deadline = time.time() + 10
+    while subprocess.run(["pgrep", "-f", name], capture_output=True).returncode == 0:
+        assert time.time() < deadline, "a worker process outlived its parent"
+        time.sleep(0.1)
+    assert "2 process(es) of 1 thread(s)" in log.read_text()
+    assert Counter(sink.recipients()) == Counter(c.email for c in customers)
+
+
+def test_each_outcome_is_committed_before_the_next_body_goes(make_app, make_customer, sink):
+    """The worker overlaps its commit with the server's reply to the next MAIL command; the
+    commit must still land before the next message's body (the at-most-once bound)."""
+    app = make_app(**mail_config(sink, MAIL_BATCH_SIZE=10))
+    ids = queue_link_emails(app, [make_customer() for _ in range(5)])
+    seen: list[tuple] = []
+    real = sink.handle_DATA
+
+    async def check(server, session, envelope):
+        number = int(envelope.content.split(b"X-Cardbridge-Email: ")[1].split(b"\r\n")[0])
+        with app.app_context():
+            statuses = dict(db.session.execute(select(Email.id, Email.status)).all())
+            bound = db.session.execute(select(EmailClaim.in_flight_through)).scalar()
+            db.session.rollback()
+        seen.append((number, [statuses[i] for i in ids if i < number], bound))
+        return await real(server, session, envelope)
+
+    sink.handle_DATA = check
+    drain(app)
+    assert [n for n, _, _ in seen] == ids
+    for number, before, bound in seen:
+        assert set(before) <= {"sent"}, (number, before)  # every earlier one recorded
+        assert bound is not None and bound >= number
+
+
+def test_a_claim_lost_while_the_next_mail_command_waits_sends_nothing_more(make_app,
+                                                                           make_customer, sink):
+    """The commit that runs during the next email's MAIL command finds the claim taken over:
+    that email's body never goes (RSET), and the worker stops."""
+    app = make_app(**mail_config(sink, MAIL_BATCH_SIZE=10))
+    ids = queue_link_emails(app, [make_customer() for _ in range(3)])
+    real = sink.handle_DATA
+
+    async def take_over(server, session, envelope):
+        reply = await real(server, session, envelope)
+        with app.app_context():  # a reaper gives the first email up while it is on the wire
+            db.session.execute(update(Email).where(Email.id == ids[0])
+                               .values(status="failed", claim_token=None))
+            db.session.commit()
+        return reply
+
+    sink.handle_DATA = take_over
+    with app.app_context():
+        report = outbox.deliver(ids, commit=db.session.commit)
+        db.session.rollback()
+    assert report.stopped and report.sent == 1  # the first did go; its row is the reaper's
+    assert len(sink.received) == 1  # the second email got as far as MAIL FROM, then RSET
+    assert [e.status for e in rows(app)] == ["failed", "sending", "sending"]
+
+
 def test_dead_claims_are_released_and_only_the_email_on_the_wire_is_given_up(make_app,
                                                                             make_customer):
     app = make_app(**mail_config(MAIL_CLAIM_LEASE_SECONDS=60))
@@ -351,3 +440,32 @@ def test_after_the_machine_restarted_the_whole_flushed_window_is_given_up(make_a
         db.session.commit()
     assert [e.status for e in rows(app)] == ["sent", "sent", "failed", "failed", "queued",
                                              "queued"]
+
+
+# -- the worker's statements, run on the driver ---------------------------------------------------
+def test_driver_level_statements_write_what_sqlalchemy_would(make_app, make_customer):
+    from models import CustomerEvent
+
+    app = make_app(**mail_config())
+    customer = make_customer()
+    at = utcnow().replace(microsecond=123456)
+    with app.app_context():
+        assert outbox._EMAILED.run({"v_customer": customer.id, "v_link": None, "v_at": at,
+                                    "v_details": {"email": 7, "wave": None}}) == 1
+        assert outbox._INVITED.run([{"c_id": customer.id, "c_now": at}]) == 1
+        assert outbox._INVITED.run([{"c_id": customer.id, "c_now": at}]) == 0  # not twice
+        db.session.commit()
+        event = db.session.execute(select(CustomerEvent)
+                                   .where(CustomerEvent.kind == "emailed")).scalar_one()
+        assert (event.customer_id, event.at, event.details) == (customer.id, at,
+                                                                {"email": 7, "wave": None})
+        fresh = db.session.get(Customer, customer.id)
+        assert (fresh.status, fresh.updated_at) == ("invited", at)
+
+
+def test_a_driver_level_statement_must_be_given_every_computed_value(make_app):
+    """A column SQLAlchemy fills in from Python (`onupdate=utcnow`) would silently be NULL."""
+    app = make_app()
+    statement = outbox._Raw(update(Customer.__table__).values(status="invited"), set())
+    with app.app_context(), pytest.raises(RuntimeError, match="updated_at"):
+        statement.run({})
