@@ -255,14 +255,14 @@ def build(to: str, subject: str, text: str, html: str, *, message_id: str,
     return msg
 
 
-def to_bytes(msg: OutgoingMessage) -> bytes:
-    """RFC 5322 bytes of a text + HTML message, each part 7bit or quoted-printable
-    (_encode_body).
+def to_bytes(msg: OutgoingMessage, *, eight_bit: bool = False) -> bytes:
+    """RFC 5322 bytes of a text + HTML message, each part 7bit, 8bit (when `eight_bit`: the
+    server takes 8BITMIME) or quoted-printable (_encode_body).
 
     The email package's generator (Flask-Mail's `as_bytes`) costs more than the SMTP
     exchange itself; this writes the one shape we send directly. The boundary starts with
     "=_", which quoted-printable text can never contain, and carries 128 random bits, which
-    a 7bit part will not contain by chance.
+    a 7bit or 8bit part will not contain by chance.
     """
     boundary = f"=_cb_{uuid.uuid4().hex}"
     head = [
@@ -279,24 +279,29 @@ def to_bytes(msg: OutgoingMessage) -> bytes:
     # Encoded words fold with a bare "\n": every header line ends in CRLF like the rest.
     lines = ["\r\n".join(head).replace("\r\n", "\n").replace("\n", "\r\n"), ""]
     for subtype, content in parts:
-        encoding, encoded = _encode_body(content)
+        encoding, encoded = _encode_body(content, eight_bit=eight_bit)
         lines += [f"--{boundary}", f'Content-Type: text/{subtype}; charset="utf-8"',
                   f"Content-Transfer-Encoding: {encoding}", "", encoded]
     lines += [f"--{boundary}--", ""]
-    return "\r\n".join(lines).encode("ascii")
+    return "\r\n".join(lines).encode("utf-8" if eight_bit else "ascii")
 
 
-_MAX_7BIT_LINE = 998  # RFC 5322's limit on a line, CRLF not counted
+_MAX_LINE = 998  # RFC 5322's limit on a line in octets, CRLF not counted
 
 
-def _encode_body(text: str) -> tuple[str, str]:
+def _encode_body(text: str, *, eight_bit: bool = False) -> tuple[str, str]:
     """(Content-Transfer-Encoding, CRLF body). ASCII whose lines fit RFC 5322 goes as it is
-    ("7bit"); anything else is quoted-printable, whose soft breaks every 76 characters nearly
+    ("7bit"); so does any UTF-8 whose lines fit when the server takes 8BITMIME ("8bit",
+    RFC 6152). Anything else is quoted-printable, whose soft breaks every 76 characters nearly
     double the lines of a paragraph-per-line HTML part (every line is work for the server)."""
     text = text.replace("\r\n", "\n")
-    if text.isascii() and "\r" not in text and "\0" not in text \
-            and max(map(len, text.split("\n"))) <= _MAX_7BIT_LINE:
-        return "7bit", text.replace("\n", "\r\n")
+    if "\r" not in text and "\0" not in text:
+        if text.isascii():
+            if max(map(len, text.split("\n"))) <= _MAX_LINE:
+                return "7bit", text.replace("\n", "\r\n")
+        elif eight_bit and max(len(line.encode("utf-8"))
+                               for line in text.split("\n")) <= _MAX_LINE:
+            return "8bit", text.replace("\n", "\r\n")
     return "quoted-printable", _qp(text)
 
 
@@ -379,11 +384,12 @@ class SmtpTransport:
         host = self._host()
         sender = _address(msg.sender)
         recipients = [_address(r) for r in msg.send_to]
-        body = to_bytes(msg)
         try:
             host.ehlo_or_helo_if_needed()
-            # smtplib's mail()/rcpt() without options, minus its address parser per call.
-            host.putcmd("mail", f"FROM:{_envelope(sender)}")
+            body = to_bytes(msg, eight_bit=host.has_extn("8bitmime"))
+            # smtplib's mail()/rcpt(), minus its address parser per call.
+            host.putcmd("mail", f"FROM:{_envelope(sender)}"
+                                + ("" if body.isascii() else " BODY=8BITMIME"))
             if before_data is not None:
                 self._meanwhile(host, before_data)
             code, reply = host.getreply()

@@ -431,8 +431,9 @@ def deliver(ids: list[int] | None, *, commit: Callable[[], None],
     which is what bounds what a crash can cost (module docstring).
     """
     report = Report()
-    reap_dead_claims()
-    commit()
+    if _reap_due():
+        reap_dead_claims()
+        commit()
     session = db.session()
     # The batch's rows were read fresh when claimed; reloading every one of them after each
     # per-email commit would cost more than sending it.
@@ -478,6 +479,19 @@ def deliver(ids: list[int] | None, *, commit: Callable[[], None],
 
 class _ClaimLost(Exception):
     """The claim was taken over: what this worker still held is recorded; send no more."""
+
+
+def _reap_due() -> bool:
+    """Whether this delivery starts by reaping dead claims: the first delivery of each process
+    does (a rerun after a crash sends the rest at once), later ones at most every
+    MAIL_REAP_EVERY_SECONDS (a wave is hundreds of deliveries, and the minute pump reaps
+    regardless)."""
+    state = current_app.extensions.setdefault("cardbridge.outbox", {})
+    now, last = time.monotonic(), state.get("reaped_at")
+    if last is not None and now - last < float(_cfg("MAIL_REAP_EVERY_SECONDS", 5)):
+        return False
+    state["reaped_at"] = now
+    return True
 
 
 def _send_claim(held: Claim, transport, commit, report: Report, sleep) -> None:

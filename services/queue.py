@@ -157,7 +157,8 @@ def enqueue_delivery(batches: Iterable[tuple[list[int], datetime | None, bool]])
 
 # -- running the worker --------------------------------------------------------------------------
 def run_burst(huey: AppHuey, *, workers: int = 1, processes: int = 1) -> int:
-    """Run the periodic jobs once, then every task that is due, then return how many ran.
+    """Run every task that is due and the periodic jobs once (with what they queue), then
+    return how many tasks ran.
 
     For cron-style hosts and tests: nothing waits for a future task, and a retry scheduled for
     later stays on the schedule for the next run. `processes` > 1 drains in that many forked
@@ -167,14 +168,18 @@ def run_burst(huey: AppHuey, *, workers: int = 1, processes: int = 1) -> int:
 
     # A burst never waits for work: Redis storage would otherwise block on an empty queue.
     huey.storage.blocking = False
-    tasks.catch_up()
-    ran = 0
+    ran, caught_up = 0, False
     while True:
         for task in huey.read_schedule():
             huey.enqueue(task)
         done = _drain(huey, workers) if processes <= 1 else _drain_forked(huey, workers, processes)
         ran += done
-        if done == 0:
+        if not caught_up:
+            # The periodic jobs after the queue's own tasks, not before: the pump would
+            # otherwise queue a second task for every row a queued task already covers.
+            tasks.catch_up()
+            caught_up = True
+        elif done == 0:
             return ran
 
 

@@ -12,7 +12,7 @@ import asyncio
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default as default_policy
@@ -32,6 +32,7 @@ class Received:
     raw: bytes
     peer: tuple
     at: float
+    mail_options: list = field(default_factory=list)  # MAIL FROM parameters (BODY=8BITMIME)
 
     @property
     def message(self) -> EmailMessage:
@@ -54,10 +55,17 @@ class SmtpSink:
         self.holding = threading.Event()
         self.release = threading.Event()
         self.drop_after_data: set[str] = set()  # receive the body, then hang up
+        self.offer_8bitmime = True  # False: a server that only takes 7-bit bodies
         self._lock = threading.Lock()
         self._controller: Controller | None = None
 
     # aiosmtpd handler hooks
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if not self.offer_8bitmime:
+            responses = [r for r in responses if r[4:].upper() != "8BITMIME"]
+        return responses
+
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address in self.refuse:
             return "550 5.1.1 no such mailbox"
@@ -70,7 +78,8 @@ class SmtpSink:
             if self.tempfail.get(rcpt, 0) > 0:
                 self.tempfail[rcpt] -= 1
                 return "451 4.3.0 try again later"
-            self.received.append(Received(rcpt, envelope.content, session.peer, time.time()))
+            self.received.append(Received(rcpt, envelope.content, session.peer, time.time(),
+                                          list(envelope.mail_options)))
             number = len(self.received)
         if rcpt in self.drop_after_data:
             server.transport.close()

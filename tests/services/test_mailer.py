@@ -208,20 +208,25 @@ def test_a_line_break_in_a_header_is_refused(make_app):
                 mailer.build(to, subject, "t", "h", message_id="<1@example.com>")
 
 
-def test_ascii_parts_go_unencoded_and_anything_else_quoted_printable(make_app):
-    """Fewer lines for the server to read; what a mail client shows is the same either way."""
+@pytest.mark.parametrize("eight_bit", [False, True])
+def test_ascii_parts_go_unencoded_and_anything_else_quoted_printable(make_app, eight_bit):
+    """Fewer lines for the server to read; what a mail client shows is the same either way.
+    A server that takes 8BITMIME gets UTF-8 as it is too, when its lines fit."""
     from services import mailer
 
     app = make_app(**mail_config())
     long_line = "word " * 250  # over RFC 5322's 998 characters
+    long_accented = "é" * 500  # 500 characters, 1,000 octets
+    utf8 = "8bit" if eight_bit else "quoted-printable"
     with app.app_context():
         for text, html, encodings in (
             ("Hi Ada,\n\nbye", "<p>Hi Ada,</p>\n<p>" + "x" * 300 + "</p>", ["7bit", "7bit"]),
-            ("Bonjour José,\n", "<p>Bonjour José</p>", ["quoted-printable"] * 2),
+            ("Bonjour José,\n", "<p>Bonjour José</p>", [utf8] * 2),
             (long_line, "<p>.\n.leading dot</p>\r\n", ["quoted-printable", "7bit"]),
+            (long_accented, "<p>Émilie</p>", ["quoted-printable", utf8]),
         ):
             msg = mailer.build("ada@example.com", "Hi", text, html, message_id="<1@example.com>")
-            raw = mailer.to_bytes(msg)
+            raw = mailer.to_bytes(msg, eight_bit=eight_bit)
             assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
             assert b"\n" not in raw.replace(b"\r\n", b"")  # CRLF only
             parsed = message_from_bytes(raw, policy=default_policy)
@@ -242,3 +247,25 @@ def test_rendered_emails_carry_no_runs_of_blank_lines(make_app):
                                    title="Action needed", site_host="cards.example.test")
     assert "\n\n\n" not in text and "Hi Ada,\n\n" in text  # paragraphs stay apart
     assert not re.search(r"\n[ \t]*\n", html)
+
+
+def test_utf8_goes_8bit_to_a_server_that_takes_8bitmime_and_quoted_printable_otherwise(
+        make_app, make_customer, sink):
+    app = make_app(**mail_config(sink))
+    queue_link_emails(app, [make_customer(locale="fr", name="Émilie du Châtelet")])
+    drain(app)
+    (first,) = sink.received
+    assert "BODY=8BITMIME" in first.mail_options
+    assert {p["Content-Transfer-Encoding"] for p in first.message.walk()
+            if not p.is_multipart()} == {"8bit"}
+    assert "Émilie du Châtelet" in first.text() and "Émilie du Châtelet" in first.html()
+
+    sink.offer_8bitmime = False
+    queue_link_emails(app, [make_customer(locale="fr", name="Gabrielle Émilie")])
+    drain(app)
+    second = sink.received[1]
+    assert second.mail_options == []
+    assert second.raw.isascii()
+    assert {p["Content-Transfer-Encoding"] for p in second.message.walk()
+            if not p.is_multipart()} == {"quoted-printable"}
+    assert "Gabrielle Émilie" in second.text()
