@@ -18,7 +18,7 @@ from functools import lru_cache
 
 from flask import current_app
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
-from sqlalchemy import and_, distinct, exists, func, insert, select, update
+from sqlalchemy import and_, distinct, exists, func, insert, or_, select, update
 
 from extensions import db
 from models import Bounce, Customer, CustomerEvent, Email, Link, Wave
@@ -270,12 +270,15 @@ def launch_wave(status: str = "needs_update", *, created_by: str, limit: int | N
             select(Customer.id, Customer.email).where(Customer.id.in_(plan.customer_ids))
         ).all())
         due = at if at is not None and at > now else now
-        ids = db.session.execute(
-            insert(Email).returning(Email.id, sort_by_parameter_order=True),
+        # One executemany, then the wave's ids: RETURNING in parameter order costs SQLite one
+        # statement per row.
+        db.session.execute(
+            insert(Email.__table__),
             [{"customer_id": cid, "kind": "link", "to_address": emails[cid], "wave_id": wave.id,
               "throttled": True, "status": "queued", "attempts": 0, "created_at": now,
-              "next_attempt_at": due, "updated_at": now} for cid in plan.customer_ids],
-        ).scalars().all()
+              "next_attempt_at": due, "updated_at": now} for cid in plan.customer_ids])
+        ids = db.session.execute(
+            select(Email.id).where(Email.wave_id == wave.id).order_by(Email.id)).scalars().all()
         deliver_after_commit(db.session(), ids, eta=due if due > now else None)
     return wave, plan
 
@@ -304,6 +307,9 @@ def plan_reminders(now: datetime | None = None) -> int:
     if cut is not None and now >= cut:
         return 0
     sweep_expired_invitations(now)
+    could_be_due = _could_be_due(now)
+    if could_be_due is None:
+        return 0
     throttle.lock()
     latest = (select(Email.customer_id, func.max(Email.id).label("anchor_id"))
               .where(Email.kind == "link", Email.status == "sent").group_by(Email.customer_id)
@@ -311,13 +317,33 @@ def plan_reminders(now: datetime | None = None) -> int:
     anchors = db.session.execute(
         select(Email).join(latest, latest.c.anchor_id == Email.id)
         .join(Customer, Customer.id == Email.customer_id)
-        .where(Customer.status.in_(NEEDS_CARD), ~exists().where(Bounce.address == Customer.email))
+        .where(Customer.status.in_(NEEDS_CARD), ~exists().where(Bounce.address == Customer.email),
+               could_be_due)
     ).scalars().all()
     queued = 0
     for anchor in anchors:
         if _queue_due_reminder(anchor, now):
             queued += 1
     return queued
+
+
+def _could_be_due(now: datetime):
+    """A condition on an anchor email's `sent_at` that every series with a reminder due now
+    meets (None: no series can have one). Each step of `reminder_steps` falls a cadence day
+    after the first email, or at the fixed "last reminder" moment before the cutover; a
+    series whose first email is younger than the shortest cadence, while that moment is still
+    ahead, has nothing due, and the planner (every ten minutes) skips it without a query."""
+    cfg = current_app.config
+    days = [d for d in (cfg.get("REMINDER_DAYS") or []) if d > 0]
+    conditions = []
+    if days:
+        conditions.append(Email.sent_at <= now - timedelta(days=min(days)))
+    cut = cutover_start()
+    if cut is not None:
+        last = cut - timedelta(days=max(0, int(cfg.get("REMINDER_BEFORE_CUTOVER_DAYS", 2))))
+        if last <= now:
+            conditions.append(Email.sent_at < last)
+    return or_(*conditions) if conditions else None
 
 
 def _queue_due_reminder(anchor: Email, now: datetime) -> bool:

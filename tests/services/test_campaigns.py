@@ -236,6 +236,27 @@ def test_reminders_follow_the_cadence_once_each(mail_app, sink, make_customer):
     assert subject == "Reminder: please update your card for Example Co"
 
 
+def test_the_planner_does_not_look_at_series_with_nothing_due_yet(mail_app, make_customer):
+    """Every ten minutes over every series: those younger than the first cadence day cost no
+    query of their own (a wave of thousands was one query each)."""
+    from sqlalchemy import event
+
+    def statements(count: int) -> int:
+        emailed(mail_app, *[make_customer() for _ in range(count)], days_ago=1)
+        seen: list[str] = []
+        with mail_app.app_context():
+            listener = lambda *args: seen.append(args[2])  # noqa: E731
+            event.listen(db.engine, "before_cursor_execute", listener)
+            try:
+                assert campaigns.plan_reminders() == 0
+            finally:
+                event.remove(db.engine, "before_cursor_execute", listener)
+            db.session.rollback()
+        return len(seen)
+
+    assert statements(2) == statements(8)
+
+
 def test_overdue_steps_send_only_the_latest(mail_app, make_customer):
     anchor = emailed(mail_app, make_customer(), days_ago=10)
     assert plan(mail_app) == 1
