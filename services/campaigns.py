@@ -18,13 +18,14 @@ from functools import lru_cache
 
 from flask import current_app
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
-from sqlalchemy import and_, distinct, exists, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, distinct, exists, func, insert, or_, select, update
 
 from extensions import db
 from models import Bounce, Customer, CustomerEvent, Email, Link, Wave
-from models.types import utcnow
+from models.types import UTCDateTime, utcnow
 from services import links as link_service
 from services import throttle
+from services.bulk import DriverStatement
 from services.emails import LinkRow, OutboxEmail
 from services.queue import deliver_after_commit
 from services.statuses import sweep_expired_invitations
@@ -69,33 +70,53 @@ _LINK_ROW = (_LINKS.c.id, _LINKS.c.public_id, _LINKS.c.created_at, _LINKS.c.expi
 
 
 def _issue_links(wanted: dict[int, str], now: datetime) -> dict[int, LinkRow]:
-    """A new emailed link for each customer id in `wanted` (→ created_by), in four statements.
+    """A new emailed link for each customer id in `wanted` (→ created_by), in five statements.
 
     The batch form of services.links.issue_link (same row, same event, same status move, older
-    unused links superseded), for the worker, which makes thousands of them.
+    unused links superseded), for the worker, which makes thousands of them: the writes are
+    the driver's executemany (`DriverStatement`), the new rows are read back by public id.
     """
     if not wanted:
         return {}
     days = current_app.config["LINK_MAX_AGE_DAYS"]
     ids = sorted(wanted)
-    db.session.execute(
-        update(_LINKS).where(_LINKS.c.customer_id.in_(ids), _LINKS.c.used_at.is_(None),
-                             _LINKS.c.revoked_at.is_(None))
-        .values(revoked_at=now))
-    rows = db.session.execute(
-        insert(_LINKS).returning(*_LINK_ROW, sort_by_parameter_order=True),
-        [{"public_id": secrets.token_urlsafe(16), "customer_id": cid, "created_by": wanted[cid],
-          "channel": "email", "created_at": now, "expires_at": now + timedelta(days=days)}
-         for cid in ids]).all()
-    links = dict(zip(ids, (LinkRow(*row) for row in rows), strict=True))
-    db.session.execute(insert(_EVENTS), [
-        {"customer_id": cid, "link_id": link.id, "kind": "link_created", "at": now,
-         "details": {"by": wanted[cid], "channel": "email", "days": days}}
+    public = {cid: secrets.token_urlsafe(16) for cid in ids}
+    _SUPERSEDE.run_many([{"l_customer": cid, "l_now": now} for cid in ids])
+    expires = now + timedelta(days=days)
+    _NEW_LINK.run_many([{"l_public": public[cid], "l_customer": cid, "l_by": wanted[cid],
+                         "l_now": now, "l_expires": expires} for cid in ids])
+    by_public = {row.public_id: LinkRow(*row) for row in db.session.execute(
+        select(*_LINK_ROW).where(_LINKS.c.public_id.in_(list(public.values()))))}
+    links = {cid: by_public[public[cid]] for cid in ids}
+    _LINK_CREATED.run_many([
+        {"v_customer": cid, "v_link": link.id, "v_at": now,
+         "v_details": {"by": wanted[cid], "channel": "email", "days": days}}
         for cid, link in links.items()])
-    db.session.execute(
-        update(_CUSTOMERS).where(_CUSTOMERS.c.id.in_(ids), _CUSTOMERS.c.status == "needs_update")
-        .values(status="invited"))
+    _MOVED_ON.run_many([{"c_id": cid, "c_now": now} for cid in ids])
     return links
+
+
+_SUPERSEDE = DriverStatement(
+    update(_LINKS).where(_LINKS.c.customer_id == bindparam("l_customer"),
+                         _LINKS.c.used_at.is_(None), _LINKS.c.revoked_at.is_(None))
+    .values(revoked_at=bindparam("l_now", type_=UTCDateTime)),
+    {"l_customer", "l_now"})
+_NEW_LINK = DriverStatement(
+    insert(_LINKS).values(public_id=bindparam("l_public"), customer_id=bindparam("l_customer"),
+                          created_by=bindparam("l_by"), channel="email",
+                          created_at=bindparam("l_now", type_=UTCDateTime),
+                          expires_at=bindparam("l_expires", type_=UTCDateTime)),
+    {"l_public", "l_customer", "l_by", "l_now", "l_expires"})
+_LINK_CREATED = DriverStatement(
+    insert(_EVENTS).values(customer_id=bindparam("v_customer"), link_id=bindparam("v_link"),
+                           kind="link_created", at=bindparam("v_at", type_=UTCDateTime),
+                           details=bindparam("v_details", type_=_EVENTS.c.details.type)),
+    {"v_customer", "v_link", "v_at", "v_details"})
+_MOVED_ON = DriverStatement(
+    update(_CUSTOMERS)
+    .where(_CUSTOMERS.c.id == bindparam("c_id"), _CUSTOMERS.c.status == "needs_update")
+    .values(status="invited", updated_at=bindparam("c_now", type_=UTCDateTime)),
+    {"c_id", "c_now"})
 
 
 def _newest_live_links(customer_ids: set[int], now: datetime) -> dict[int, LinkRow]:

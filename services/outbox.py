@@ -55,6 +55,7 @@ from extensions import db
 from models import Customer, CustomerEvent, Email, EmailClaim, Link, MigratedCard
 from models.types import UTCDateTime, utcnow
 from services import campaigns, mailer, throttle
+from services.bulk import DriverStatement
 from services.emails import CustomerRow, LinkRow, OutboxEmail, compose, mark_bounced
 from services.queue import deliver_after_commit
 
@@ -640,66 +641,7 @@ def _send_one(email: Email, msg: mailer.OutgoingMessage | Outcome, transport, wa
     return Outcome("sent", provider_id, msg.msgId)
 
 
-class _Raw:
-    """A Core statement compiled once per dialect and run straight on the session's DBAPI
-    connection, inside the session's transaction.
-
-    The worker runs three or four statements for every email it sends; SQLAlchemy's work per
-    execution (cache key, parameter processing, result set-up) cost more than SQLite's. Here
-    the caller's values go through the same bind processors SQLAlchemy would apply, and every
-    other parameter must be a literal of the statement: one SQLAlchemy would have to compute
-    (a Python-side default) is refused when the statement is first compiled."""
-
-    def __init__(self, statement, keys: set[str]) -> None:
-        self.statement, self.keys = statement, keys
-        self._compiled: dict[str, tuple] = {}
-
-    def _for(self, dialect) -> tuple:
-        hit = self._compiled.get(dialect.name)
-        if hit is None:
-            compiled = self.statement.compile(dialect=dialect)
-            names = list(compiled.positiontup) if compiled.positional else list(compiled.binds)
-            computed = {column.key for column in
-                        [*compiled.insert_prefetch, *compiled.update_prefetch]}
-            fixed, processors = {}, {}
-            for name in names:
-                bind = compiled.binds[name]
-                if name not in self.keys:
-                    if name in computed or bind.callable is not None:
-                        raise RuntimeError(f"nothing provides parameter {name!r} of "
-                                           f"{self.statement}")
-                    fixed[name] = bind.value
-                processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
-                if processor is not None:
-                    processors[name] = processor
-            for name, value in fixed.items():
-                fixed[name] = processors[name](value) if name in processors else value
-            hit = (str(compiled), names, compiled.positional, fixed, processors)
-            self._compiled[dialect.name] = hit
-        return hit
-
-    def run(self, params: dict | list[dict]) -> int:
-        """Execute with one parameter dict (or each of a list); the rows it matched."""
-        conn = db.session.connection()
-        sql, names, positional, fixed, processors = self._for(conn.dialect)
-        cursor = conn.connection.dbapi_connection.cursor()
-        matched = 0
-        try:
-            for one in (params if isinstance(params, list) else [params]):
-                values = {}
-                for name in names:
-                    value = fixed[name] if name in fixed else one[name]
-                    if value is not None and name in processors and name not in fixed:
-                        value = processors[name](value)
-                    values[name] = value
-                cursor.execute(sql, [values[n] for n in names] if positional else values)
-                matched += cursor.rowcount
-        finally:
-            cursor.close()
-        return matched
-
-
-_RECORD = _Raw(
+_RECORD = DriverStatement(
     update(_EMAILS)
     .where(_EMAILS.c.id == bindparam("e_id"), _EMAILS.c.claim_token == bindparam("e_token"),
            _EMAILS.c.status == "sending")
@@ -714,12 +656,12 @@ _RECORD = _Raw(
 
 
 _EVENTS = CustomerEvent.__table__
-_EMAILED = _Raw(
+_EMAILED = DriverStatement(
     insert(_EVENTS).values(customer_id=bindparam("v_customer"), link_id=bindparam("v_link"),
                            kind="emailed", at=bindparam("v_at", type_=UTCDateTime),
                            details=bindparam("v_details", type_=_EVENTS.c.details.type)),
     {"v_customer", "v_link", "v_at", "v_details"})
-_INVITED = _Raw(
+_INVITED = DriverStatement(
     update(_CUSTOMERS)
     .where(_CUSTOMERS.c.id == bindparam("c_id"), _CUSTOMERS.c.status == "needs_update")
     .values(status="invited", updated_at=bindparam("c_now", type_=UTCDateTime)),
@@ -798,8 +740,9 @@ def _heartbeat(token: str) -> None:
 _ADVANCE_SQL = (update(_CLAIMS).where(_CLAIMS.c.token == bindparam("c_token"))
                 .values(heartbeat_at=bindparam("c_now"),
                         in_flight_through=bindparam("c_through")))
-_ADVANCE = _Raw(_ADVANCE_SQL, {"c_token", "c_now", "c_through"})
-_ADVANCE_DURABLE = _Raw(_ADVANCE_SQL.values(durable_through=bindparam("c_durable")),
+_ADVANCE = DriverStatement(_ADVANCE_SQL, {"c_token", "c_now", "c_through"})
+_ADVANCE_DURABLE = DriverStatement(
+    _ADVANCE_SQL.values(durable_through=bindparam("c_durable")),
                         {"c_token", "c_now", "c_through", "c_durable"})
 
 
@@ -813,7 +756,8 @@ def _advance(token: str, through_id: int, durable_through: int | None = None) ->
         _ADVANCE_DURABLE.run({**params, "c_durable": durable_through})
 
 
-_FINISH = _Raw(delete(_CLAIMS).where(_CLAIMS.c.token == bindparam("c_token")), {"c_token"})
+_FINISH = DriverStatement(delete(_CLAIMS).where(_CLAIMS.c.token == bindparam("c_token")),
+                          {"c_token"})
 
 
 def _finish(token: str) -> bool:

@@ -479,7 +479,9 @@ def test_driver_level_statements_write_what_sqlalchemy_would(make_app, make_cust
 def test_a_driver_level_statement_must_be_given_every_computed_value(make_app):
     """A column SQLAlchemy fills in from Python (`onupdate=utcnow`) would silently be NULL."""
     app = make_app()
-    statement = outbox._Raw(update(Customer.__table__).values(status="invited"), set())
+    from services.bulk import DriverStatement
+
+    statement = DriverStatement(update(Customer.__table__).values(status="invited"), set())
     with app.app_context(), pytest.raises(RuntimeError, match="updated_at"):
         statement.run({})
 
