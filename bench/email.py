@@ -1,7 +1,8 @@
 """Throughput of campaign email through the worker against raw smtplib, to one SMTP sink.
 
-    .venv/bin/python bench/email.py [-n 5000] [--processes 2] [--workers 2] [--commit-every 1]
-                                    [--durable-every 50] [--database-url URL] [--redis-url URL]
+    .venv/bin/python bench/email.py [-n 5000] [--processes 2] [--workers 2] [--rounds 3]
+                                    [--commit-every 1] [--durable-every 50]
+                                    [--database-url URL] [--redis-url URL]
 
 Both sides send to the same aiosmtpd sink, which runs in its own process:
 
