@@ -11,6 +11,11 @@ from werkzeug.exceptions import HTTPException
 log = logging.getLogger(__name__)
 
 
+def N_(message: str) -> str:
+    """Marks a message for the catalogue (babel.cfg); it is translated as the page renders."""
+    return message
+
+
 def _wants_json() -> bool:
     return (
         request.path.startswith(("/api/", "/webhooks/"))
@@ -22,30 +27,42 @@ def _wants_json() -> bool:
 def _render(status: int, title: str, message: str, code: str):
     if _wants_json():
         return jsonify(error=code, message=message), status
-    return render_template("errors/error.html", status=status, title=title,
-                           message=message), status
+    if request.blueprint == "support" or request.path.startswith("/support"):
+        # The console is for staff and stays in English (babel.cfg).
+        return render_template("errors/error.html", status=status, title=title,
+                               message=message), status
+    # Customers read it in their language: their own on their link's pages, else their
+    # browser's. A message the catalogue lacks (a rare HTTP error's own text) stays English.
+    from blueprints.customer import i18n
+
+    lang = i18n.current()
+    return i18n.render("errors/error.html", status=status, title=lang.gettext(title),
+                       message=lang.gettext(message)), status
 
 
 def register(app: Flask) -> None:
     @app.errorhandler(CSRFError)
     def csrf_error(err):
-        return _render(400, "Please try again",
-                       "Your session timed out or the form was sent twice. Go back, reload "
-                       "the page and try again.", "csrf")
+        return _render(400, N_("Please try again"),
+                       N_("Your session timed out or the form was sent twice. Go back, reload "
+                          "the page and try again."), "csrf")
 
     @app.errorhandler(429)
     def too_many(err):
-        response = _render(429, "Slow down a little",
-                           "Too many attempts from here. Please wait a while and try again.",
+        response = _render(429, N_("Slow down a little"),
+                           N_("Too many attempts from here. Please wait a while and try again."),
                            "rate_limited")
         return response
 
     @app.errorhandler(HTTPException)
     def http_error(err: HTTPException):
-        titles = {404: "Page not found", 405: "Not allowed", 410: "This page is gone"}
+        titles = {404: N_("Page not found"), 405: N_("Not allowed"),
+                  410: N_("This page is gone")}
+        messages = {404: N_("We could not find that page. Check the link in your email."),
+                    405: N_("This page cannot be used that way. Go back and try again."),
+                    410: N_("This page is no longer available.")}
         return _render(err.code or 500, titles.get(err.code, err.name),
-                       err.description if err.code != 404 else
-                       "We could not find that page. Check the link in your email.",
+                       messages.get(err.code, err.description),
                        (err.name or "error").lower().replace(" ", "_"))
 
     @app.errorhandler(Exception)
@@ -53,6 +70,6 @@ def register(app: Flask) -> None:
         if isinstance(err, HTTPException):
             return http_error(err)
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return _render(500, "Something went wrong",
-                       "Something went wrong on our side. Nothing was changed; please try "
-                       "again in a few minutes.", "internal")
+        return _render(500, N_("Something went wrong"),
+                       N_("Something went wrong on our side. Nothing was changed; please try "
+                          "again in a few minutes."), "internal")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from sqlalchemy.exc import OperationalError
 
@@ -129,3 +131,37 @@ def test_an_app_without_rate_limits_does_not_switch_them_off_for_the_next(app, m
         statuses.append(client.post("/u/fresh", data={"csrf_token": csrf,
                                                        "email": "x@example.com"}).status_code)
     assert statuses == [200, 429]
+
+
+# -- error pages in the customer's language -------------------------------------------------------
+FRENCH = {"Accept-Language": "fr-FR,fr;q=0.9,en;q=0.5"}
+
+
+def test_error_pages_speak_the_browsers_language(client):
+    page = client.get("/no/such/page", headers=FRENCH)
+    html = page.get_data(as_text=True)
+    assert page.status_code == 404 and '<html lang="fr"' in html
+    assert "Page introuvable" in html and "Vérifiez le lien reçu par e-mail" in html
+    english = client.get("/no/such/page").get_data(as_text=True)
+    assert "Page not found" in english and '<html lang="en"' in english
+
+
+def test_a_refused_form_and_a_rate_limit_are_explained_in_french(client):
+    refused = client.post("/u/fresh", data={"email": "ada@example.com"}, headers=FRENCH)
+    assert refused.status_code == 400
+    assert "Votre session a expiré" in refused.get_data(as_text=True)
+    page = client.get("/u/expired.token.here", headers=FRENCH).get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    answers = [client.post("/u/fresh", headers=FRENCH,
+                           data={"email": f"p{i}@example.com", "csrf_token": token})
+               for i in range(6)]  # FRESH_LINK_RATE_LIMIT: 5 an hour from one address
+    assert [a.status_code for a in answers] == [200] * 5 + [429]
+    assert "Trop de tentatives" in answers[-1].get_data(as_text=True)
+
+
+def test_the_console_and_the_api_keep_their_english(client):
+    console = client.get("/support/no-such-page", headers=FRENCH)
+    assert console.status_code == 404
+    assert "Page not found" in console.get_data(as_text=True)
+    api = client.get("/api/v1/no-such-thing", headers=FRENCH)
+    assert api.status_code == 404 and api.get_json()["error"] == "not_found"
