@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 
 from flask import current_app
-from itsdangerous import TimestampSigner, URLSafeTimedSerializer
+from itsdangerous import URLSafeTimedSerializer
 from sqlalchemy import and_, bindparam, distinct, exists, func, insert, or_, select, update
 
 from extensions import db
@@ -37,7 +37,7 @@ QUIET_AFTER_EMAIL = timedelta(hours=20)  # no reminder right after another email
 
 
 # -- links for campaign emails -------------------------------------------------------------------
-class _SignedAsOf(TimestampSigner):
+class _SignedAsOf(link_service.LinkSigner):
     """A timestamp signer whose clock is fixed to the moment given (the link's creation)."""
 
     def __init__(self, *args, timestamp: int, **kwargs):
@@ -60,8 +60,8 @@ def signed_url(link: Link) -> str:
 @lru_cache(maxsize=64)
 def _serializer_as_of(keys: tuple[str, ...], timestamp: int) -> URLSafeTimedSerializer:
     # A wave's links are made in the same second: one serializer signs the whole batch.
-    return URLSafeTimedSerializer(list(keys), salt=link_service.SALT, signer=_SignedAsOf,
-                                  signer_kwargs={"timestamp": timestamp})
+    return link_service.LinkSerializer(list(keys), salt=link_service.SALT, signer=_SignedAsOf,
+                                       signer_kwargs={"timestamp": timestamp})
 
 
 _LINKS, _EVENTS, _CUSTOMERS = Link.__table__, CustomerEvent.__table__, Customer.__table__
