@@ -92,7 +92,7 @@ def _issue_links(wanted: dict[int, str], now: datetime) -> dict[int, LinkRow]:
         {"v_customer": cid, "v_link": link.id, "v_at": now,
          "v_details": {"by": wanted[cid], "channel": "email", "days": days}}
         for cid, link in links.items()])
-    _MOVED_ON.run_many([{"c_id": cid, "c_now": now} for cid in ids])
+    INVITE.run_many([{"c_id": cid, "c_now": now} for cid in ids])
     return links
 
 
@@ -107,12 +107,20 @@ _NEW_LINK = DriverStatement(
                           created_at=bindparam("l_now", type_=UTCDateTime),
                           expires_at=bindparam("l_expires", type_=UTCDateTime)),
     {"l_public", "l_customer", "l_by", "l_now", "l_expires"})
-_LINK_CREATED = DriverStatement(
-    insert(_EVENTS).values(customer_id=bindparam("v_customer"), link_id=bindparam("v_link"),
-                           kind="link_created", at=bindparam("v_at", type_=UTCDateTime),
-                           details=bindparam("v_details", type_=_EVENTS.c.details.type)),
-    {"v_customer", "v_link", "v_at", "v_details"})
-_MOVED_ON = DriverStatement(
+
+
+def event_insert(kind: str) -> DriverStatement:
+    """A timeline event of `kind` on the driver: v_customer, v_link, v_at, v_details."""
+    return DriverStatement(
+        insert(_EVENTS).values(customer_id=bindparam("v_customer"), link_id=bindparam("v_link"),
+                               kind=kind, at=bindparam("v_at", type_=UTCDateTime),
+                               details=bindparam("v_details", type_=_EVENTS.c.details.type)),
+        {"v_customer", "v_link", "v_at", "v_details"})
+
+
+_LINK_CREATED = event_insert("link_created")
+# SPEC's "invited" for a customer who still needed a card: c_id, c_now.
+INVITE = DriverStatement(
     update(_CUSTOMERS)
     .where(_CUSTOMERS.c.id == bindparam("c_id"), _CUSTOMERS.c.status == "needs_update")
     .values(status="invited", updated_at=bindparam("c_now", type_=UTCDateTime)),

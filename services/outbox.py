@@ -52,7 +52,7 @@ from flask import current_app
 from sqlalchemy import bindparam, delete, event, func, insert, or_, select, update
 
 from extensions import db
-from models import Customer, CustomerEvent, Email, EmailClaim, Link, MigratedCard
+from models import Customer, Email, EmailClaim, Link, MigratedCard
 from models.types import UTCDateTime, utcnow
 from services import campaigns, mailer, throttle
 from services.bulk import DriverStatement
@@ -655,17 +655,8 @@ _RECORD = DriverStatement(
      "e_error", "e_now", "e_next"})
 
 
-_EVENTS = CustomerEvent.__table__
-_EMAILED = DriverStatement(
-    insert(_EVENTS).values(customer_id=bindparam("v_customer"), link_id=bindparam("v_link"),
-                           kind="emailed", at=bindparam("v_at", type_=UTCDateTime),
-                           details=bindparam("v_details", type_=_EVENTS.c.details.type)),
-    {"v_customer", "v_link", "v_at", "v_details"})
-_INVITED = DriverStatement(
-    update(_CUSTOMERS)
-    .where(_CUSTOMERS.c.id == bindparam("c_id"), _CUSTOMERS.c.status == "needs_update")
-    .values(status="invited", updated_at=bindparam("c_now", type_=UTCDateTime)),
-    {"c_id", "c_now"})
+_EMAILED = campaigns.event_insert("emailed")
+_INVITED = campaigns.INVITE
 
 
 def _record(token: str, done: list[tuple[Email, Outcome]], report: Report) -> bool:
