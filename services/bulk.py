@@ -300,9 +300,10 @@ class DriverStatement:
         self._compiled: dict[str, tuple] = {}
 
     def _for(self, dialect) -> tuple:
-        hit = self._compiled.get(dialect.name)
+        hit = self._compiled.get((dialect.name, dialect.driver))
         if hit is None:
-            compiled = self.statement.compile(dialect=dialect)
+            # for_executemany: no RETURNING of the new row's key, which nothing here reads.
+            compiled = self.statement.compile(dialect=dialect, for_executemany=True)
             names = list(compiled.positiontup) if compiled.positional else list(compiled.binds)
             computed = {column.key for column in
                         [*compiled.insert_prefetch, *compiled.update_prefetch]}
@@ -320,7 +321,7 @@ class DriverStatement:
             for name, value in fixed.items():
                 fixed[name] = processors[name](value) if name in processors else value
             hit = (str(compiled), names, compiled.positional, fixed, processors)
-            self._compiled[dialect.name] = hit
+            self._compiled[dialect.name, dialect.driver] = hit
         return hit
 
     def _driver_params(self, dialect, one: dict, memo: dict | None = None):

@@ -390,8 +390,13 @@ class SmtpTransport:
             # smtplib's mail()/rcpt(), minus its address parser per call.
             host.putcmd("mail", f"FROM:{_envelope(sender)}"
                                 + ("" if body.isascii() else " BODY=8BITMIME"))
-            if before_data is not None:
-                self._meanwhile(host, before_data)
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            self.close()
+            raise ConnectionLost(f"connection lost before the message: {_short(exc)}") from exc
+        if before_data is not None:
+            # Outside the handler above: the caller's failure is never a lost connection.
+            self._meanwhile(host, before_data)
+        try:
             code, reply = host.getreply()
             if code != 250:
                 # A refused sender is our configuration, not this email: hold the batch.

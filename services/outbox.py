@@ -544,6 +544,14 @@ def _send_claim(held: Claim, transport, commit, report: Report, sleep) -> None:
                     commit()
                     report.stopped = True
                     return
+                except _ClaimLost:
+                    raise
+                except Exception:
+                    # Anything else ends the delivery; the group before this one went, and
+                    # its record must not wait for the reaper (a no-op if it already ran).
+                    if pending is not None:
+                        pending()
+                    raise
                 if pending is not None:
                     pending()  # a no-op if the transport ran it during the MAIL command
                     pending = None
@@ -601,9 +609,10 @@ class Outcome:
 
 
 def _compose(email: Email, now: datetime) -> mailer.OutgoingMessage | Outcome:
-    """The message for `email`, or a failed Outcome when it cannot be composed."""
-    url = campaigns.signed_url(email.link) if email.link is not None else None
+    """The message for `email`, or a failed Outcome when it cannot be composed (never raises:
+    it also runs while the server answers another email's body)."""
     try:
+        url = campaigns.signed_url(email.link) if email.link is not None else None
         subject, text, html = compose(email, url, now=now, first_sent=email.first_sent)
         return mailer.build(email.to_address, subject, text, html,
                             message_id=mailer.message_id_for(email.id),

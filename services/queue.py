@@ -172,7 +172,9 @@ def run_burst(huey: AppHuey, *, workers: int = 1, processes: int = 1) -> int:
     while True:
         for task in huey.read_schedule():
             huey.enqueue(task)
-        done = _drain(huey, workers) if processes <= 1 else _drain_forked(huey, workers, processes)
+        # Forked children would each drain their own copy of an in-memory queue.
+        forked = processes > 1 and huey.backend != "immediate"
+        done = _drain_forked(huey, workers, processes) if forked else _drain(huey, workers)
         ran += done
         if not caught_up:
             # The periodic jobs after the queue's own tasks, not before: the pump would
@@ -244,9 +246,9 @@ def run_consumer(huey: AppHuey, *, workers: int = 2, processes: int = 1) -> None
     """The long-running worker: Huey's consumer with its scheduler (periodic tasks) on.
 
     `processes` > 1 forks that many consumers of `workers` threads each (see _drain_forked
-    for why); only the first runs the periodic jobs. A signal that stops one (Ctrl-C reaches
-    them all; SIGTERM to this process is passed on) stops them all, each after its current
-    task."""
+    for why); only the first runs the periodic jobs. When this one stops (Ctrl-C, which
+    reaches them all, or SIGTERM, Huey's immediate stop), the others are sent SIGINT, Huey's
+    graceful stop: each finishes its current task, and this one waits for them."""
     import tasks  # noqa: F401
 
     children: list[int] = []
@@ -269,7 +271,7 @@ def run_consumer(huey: AppHuey, *, workers: int = 2, processes: int = 1) -> None
     finally:
         for pid in children:
             try:
-                os.kill(pid, signal.SIGTERM)
+                os.kill(pid, signal.SIGINT)
             except ProcessLookupError:
                 pass
         for pid in children:

@@ -263,6 +263,55 @@ def test_a_claim_lost_while_the_next_mail_command_waits_sends_nothing_more(make_
     assert [e.status for e in rows(app)] == ["failed", "sending", "sending"]
 
 
+def test_a_commit_failing_during_the_next_mail_command_is_not_a_lost_connection(
+        make_app, make_customer, sink, monkeypatch):
+    """A database error in the overlapped commit (even an OSError such as a timeout) ends the
+    delivery with nothing more sent and the claim as last committed, for the reaper."""
+    app = make_app(**mail_config(sink, MAIL_BATCH_SIZE=10))
+    ids = queue_link_emails(app, [make_customer() for _ in range(3)])
+
+    def timing_out(*args, **kwargs):
+        raise TimeoutError("database timed out")
+
+    monkeypatch.setattr(outbox, "_advance", timing_out)
+    with app.app_context(), pytest.raises(TimeoutError):
+        outbox.deliver(ids, commit=db.session.commit)
+    assert len(sink.received) == 1  # the second email got MAIL FROM, then RSET
+    with app.app_context():
+        claim = db.session.execute(select(EmailClaim)).scalar_one()
+        assert claim.in_flight_through == ids[0]  # as the claim committed it
+        db.session.rollback()
+    assert [e.status for e in rows(app)] == ["sending"] * 3
+    with app.app_context():
+        db.session.execute(update(EmailClaim).values(worker="another-host:1",
+                                                      heartbeat_at=utcnow() - timedelta(hours=1)))
+        db.session.commit()
+        assert outbox.reap_dead_claims() == ids[1:]
+        db.session.commit()
+    assert [e.status for e in rows(app)] == ["failed", "queued", "queued"]
+
+
+def test_an_unexpected_error_before_the_next_email_still_records_the_last_one(
+        make_app, make_customer, sink, monkeypatch):
+    from services import mailer
+
+    app = make_app(**mail_config(sink, MAIL_BATCH_SIZE=10))
+    ids = queue_link_emails(app, [make_customer() for _ in range(3)])
+    real, calls = mailer.to_bytes, []
+
+    def failing_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise ValueError("cannot encode")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mailer, "to_bytes", failing_second)
+    with app.app_context(), pytest.raises(ValueError):
+        outbox.deliver(ids, commit=db.session.commit)
+    assert len(sink.received) == 1
+    assert [e.status for e in rows(app)] == ["sent", "sending", "sending"]
+
+
 def test_dead_claims_are_released_and_only_the_email_on_the_wire_is_given_up(make_app,
                                                                             make_customer):
     app = make_app(**mail_config(MAIL_CLAIM_LEASE_SECONDS=60))
@@ -513,3 +562,14 @@ def test_deliveries_reap_dead_claims_at_most_every_few_seconds(make_app, make_cu
                 outbox.deliver([], commit=db.session.commit)
             db.session.rollback()
         assert len(calls) == expected  # the first delivery of a process always reaps
+
+
+def test_an_in_memory_queue_is_never_drained_in_forks(make_app, monkeypatch):
+    """Each fork would drain its own copy of it: every task would run once per process."""
+    from extensions import huey
+    from services import queue
+
+    make_app(QUEUE_IMMEDIATE=True)
+    assert huey.backend == "immediate"
+    monkeypatch.setattr(queue, "_drain_forked", lambda *a: pytest.fail("forked"))
+    assert queue.run_burst(huey, processes=2) == 0
