@@ -530,9 +530,11 @@ def _send_claim(held: Claim, transport, commit, report: Report, sleep) -> None:
             done: list[tuple[Email, Outcome]] = []
             for index in range(start, min(start + held.group, len(emails))):
                 email, now = emails[index], utcnow()
+                msg = composed.pop(email.id, None)
+                if msg is None:  # not composed ahead (the first, or after an overlap-less send)
+                    msg = _compose(email, now)
                 try:
-                    outcome = _send_one(email, composed.pop(email.id, None) or
-                                        _compose(email, now), transport,
+                    outcome = _send_one(email, msg, transport,
                                         wait_for_slot if held.paced else None,
                                         before_data=pending, after_body=compose_next(index))
                 except mailer.ConnectionLost as exc:
