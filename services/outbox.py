@@ -236,7 +236,7 @@ def claim(ids: list[int] | None, *, throttled: bool, now: datetime | None = None
     """Take due rows for this worker (caller commits), or None: up to MAIL_BATCH_SIZE, and
     for throttled mail only what this worker can send soon at the campaign rate."""
     now = now or utcnow()
-    batch = int(_cfg("MAIL_BATCH_SIZE", 50))
+    batch = int(_cfg("MAIL_BATCH_SIZE", 200))
     if throttled:
         backlog = throttle.throttle_backlog()
         horizon = float(_cfg("MAIL_THROTTLE_HORIZON_SECONDS", 10))
