@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import re
 import secrets
 from functools import lru_cache, partial, wraps
 from urllib.parse import urlsplit
 
-from flask import Flask, current_app, g, request
+from flask import Flask, current_app, g, request, session
 from flask.sessions import SecureCookieSessionInterface
-from itsdangerous import URLSafeTimedSerializer
+from itsdangerous import Serializer, TimestampSigner, URLSafeTimedSerializer, want_bytes
+from itsdangerous.encoding import base64_encode
 
 STRIPE_JS_HOSTS = ("https://js.stripe.com", "https://*.js.stripe.com")
 STRIPE_FRAME_HOSTS = STRIPE_JS_HOSTS + ("https://hooks.stripe.com",)
@@ -175,6 +178,36 @@ def _csp_shape(stripe: str | None, js_url: str, api_base: str, logo_url: str) ->
     return "; ".join(directives)
 
 
+# -- signing: itsdangerous' formats, minus work that never changes the result ---------------------
+class KeyCachingSigner(TimestampSigner):
+    """itsdangerous' timestamp signer, remembering the keys it derives (one hash per key,
+    not one per signature and verification)."""
+
+    def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
+        key = self.secret_keys[-1] if secret_key is None else want_bytes(secret_key)
+        return _derived_key(key, self.salt, self.key_derivation, self.digest_method)
+
+
+@lru_cache(maxsize=64)
+def _derived_key(key: bytes, salt: bytes, derivation: str, digest) -> bytes:
+    return TimestampSigner(key, salt=salt, key_derivation=derivation,
+                           digest_method=digest).derive_key()
+
+
+class PlainTimedSerializer(URLSafeTimedSerializer):
+    """URLSafeTimedSerializer that never tries zlib on what it signs.
+
+    What it signs (a random link id, a random CSRF value, a session of random values) is too
+    short and too random for zlib to save more than a byte or two, which the stock serializer
+    pays ~20 µs a signature to find out. Both forms load either way (tests/test_security.py).
+    """
+
+    default_signer = KeyCachingSigner
+
+    def dump_payload(self, obj) -> bytes:
+        return base64_encode(Serializer.dump_payload(self, obj))
+
+
 class SessionCookies(SecureCookieSessionInterface):
     """Flask's signed-cookie sessions, with the signing serializer built once per key set.
 
@@ -187,9 +220,43 @@ class SessionCookies(SecureCookieSessionInterface):
         keys = (*(app.config.get("SECRET_KEY_FALLBACKS") or ()), app.secret_key)
         cached = self.__dict__.get("_cached")
         if cached is None or cached[0] != keys:
-            cached = (keys, super().get_signing_serializer(app))
-            self._cached = cached
+            serializer = PlainTimedSerializer(
+                list(keys), salt=self.salt, serializer=self.serializer,
+                signer_kwargs={"key_derivation": self.key_derivation,
+                               "digest_method": self.digest_method})
+            cached = self._cached = (keys, serializer)
         return cached[1]
+
+
+_CSRF_SALT = "wtf-csrf-token"  # Flask-WTF's
+
+
+def csrf_token() -> str:
+    """Flask-WTF's `generate_csrf()`, the same token in the same place, for less work.
+
+    The same raw value in `session["csrf_token"]` and the same signed form in `g.csrf_token`,
+    so Flask-WTF's own check and any later `generate_csrf()` in the request agree with it; the
+    serializer is built once per key and skips the zlib attempt. Only with Flask-WTF's default
+    field name and key settings; anything else goes to Flask-WTF itself.
+    """
+    config = current_app.config
+    if "WTF_CSRF_FIELD_NAME" in config and config["WTF_CSRF_FIELD_NAME"] != "csrf_token" \
+            or config.get("WTF_CSRF_SECRET_KEY"):
+        from flask_wtf.csrf import generate_csrf
+
+        return generate_csrf()
+    token = g.get("csrf_token")
+    if token is None:
+        raw = session.get("csrf_token")
+        if not isinstance(raw, str):
+            raw = session["csrf_token"] = hashlib.sha1(os.urandom(64)).hexdigest()
+        token = g.csrf_token = _csrf_serializer(current_app.secret_key).dumps(raw)
+    return token
+
+
+@lru_cache(maxsize=8)
+def _csrf_serializer(secret_key: str | bytes) -> PlainTimedSerializer:
+    return PlainTimedSerializer(secret_key, salt=_CSRF_SALT)
 
 
 def init_app(app: Flask) -> None:

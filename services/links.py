@@ -14,15 +14,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 
 from flask import current_app
-from itsdangerous import (
-    BadSignature,
-    Serializer,
-    SignatureExpired,
-    TimestampSigner,
-    URLSafeTimedSerializer,
-    want_bytes,
-)
-from itsdangerous.encoding import base64_encode
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import joinedload
 
@@ -31,6 +23,7 @@ from models import Customer, CustomerEvent, Link, MigratedCard
 from models.customers import known_card
 from models.links import link_state
 from models.types import utcnow
+from security import KeyCachingSigner, PlainTimedSerializer
 from services.statuses import refresh_link_status
 
 SALT = "cardbridge.customer-link.v1"
@@ -64,31 +57,17 @@ def _serializer_for(keys: tuple[str, ...]) -> URLSafeTimedSerializer:
     return LinkSerializer(list(keys), salt=SALT)  # stateless once built: safe to share
 
 
-class LinkSigner(TimestampSigner):
-    """itsdangerous' timestamp signer, remembering the keys it derives (one hash per key,
-    not one per signature and verification)."""
-
-    def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
-        key = self.secret_keys[-1] if secret_key is None else want_bytes(secret_key)
-        return _derived_key(key, self.salt, self.key_derivation, self.digest_method)
+class LinkSigner(KeyCachingSigner):
+    """The link token's signer (campaigns signs as of a link's creation with a subclass)."""
 
 
-@lru_cache(maxsize=64)
-def _derived_key(key: bytes, salt: bytes, derivation: str, digest) -> bytes:
-    return TimestampSigner(key, salt=salt, key_derivation=derivation,
-                           digest_method=digest).derive_key()
-
-
-class LinkSerializer(URLSafeTimedSerializer):
+class LinkSerializer(PlainTimedSerializer):
     """The link token: itsdangerous' URL-safe timed format, without its attempt to compress
     the payload. A link's payload is its random public id, which zlib never shortens, so the
     token is the one URLSafeTimedSerializer makes (a test holds them equal), for less work;
     a compressed token (none are made) still verifies."""
 
     default_signer = LinkSigner
-
-    def dump_payload(self, obj) -> bytes:
-        return base64_encode(Serializer.dump_payload(self, obj))
 
 
 def _max_age_seconds() -> int:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 
 from flask import current_app, g, request
-from flask_wtf.csrf import generate_csrf
 from markupsafe import escape
 
+from security import csrf_token
 from services.mailer import DEFAULT_LOCALE, Language, language, pick_locale, shipped_locales
 
 
@@ -74,6 +74,6 @@ def render_filled(template_name: str, values: dict[str, str | None], /, **contex
         if len(cache) < _MAX_SKELETONS:
             cache[shape] = skeleton
     filled = {k: str(escape(v)) for k, v in present.items()}
-    filled["csrf_token"] = str(escape(generate_csrf()))
+    filled["csrf_token"] = str(escape(csrf_token()))
     filled["csp_nonce"] = g.get("csp_nonce", "")
     return _SLOT.sub(lambda m: filled[m.group(1)], skeleton)
