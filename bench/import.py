@@ -8,7 +8,9 @@ Generates a synthetic roster and a mapping of N customers in Stripe's documented
 least any importer must do: parse the same files with csv and orjson and write them with
 sqlite3 `executemany` into two plain tables (with --postgres: psycopg COPY). A second floor,
 "+idx", loads the same way into tables that carry the unique keys and indexes the app's tables
-need, to show how much of the gap is index work any real schema pays. Every step runs in its
+need, to show how much of the gap is index work any real schema pays. On SQLite a third run,
+"writes", puts the rows the app must write into the app's own schema with raw sqlite3 and no
+checks at all: the most any importer of this schema could reach. Every step runs in its
 own process under /usr/bin/time -v for its peak memory; the time compared is the work inside
 the process (wall and CPU), the same clocks for floor and app. Aim: app ≤ 1.5× floor, peak
 ≤ 150 MB. The app's statuses are checked against what the generator made.
@@ -148,6 +150,9 @@ def child(step: str, roster: str, mapping: str, db: str) -> None:
                     for old, c in entry["cards"].items():
                         copy.write_row((legacy, entry["id"], old, c["id"], c["fingerprint"],
                                         c["last4"], c["exp_month"], c["exp_year"], c["brand"]))
+    elif step in ("writes-roster", "writes-mapping"):
+        _writes(step, roster, mapping, db)
+        return
     else:  # app-schema, app-roster, app-mapping
         sys.path.insert(0, str(ROOT))
         from app import create_app
@@ -173,6 +178,67 @@ def child(step: str, roster: str, mapping: str, db: str) -> None:
                 extra["by_status"] = imports.status_report(refresh=False)["by_status"]
             print(json.dumps({**timing, **(extra if step != "app-schema" else {})}))
             return
+    print(json.dumps({"seconds": time.perf_counter() - started, "cpu": time.process_time() - cpu}))
+
+
+def _writes(step: str, roster: str, mapping: str, db: str) -> None:
+    """The rows an import must write, into the app's own schema, and nothing else.
+
+    Raw sqlite3 with the app's pragmas (WAL, foreign keys) into the tables `create_app` makes:
+    each roster row inserted as it is in the file (no checks, no normalising, no duplicate
+    or re-run handling); then each mapped customer's cards inserted and the customer given
+    its Stripe id, status and times (the status from the cards' expiry, no other check). Its
+    ratio to the floor is the most any importer writing this schema can reach.
+    """
+    import orjson
+
+    path = db.removeprefix("sqlite:///")
+    if step == "writes-roster":  # the app's schema, made before the clocks start
+        sys.path.insert(0, str(ROOT))
+        from app import create_app
+        from extensions import db as sa_db
+
+        app = create_app({"TESTING": True, "SECRET_KEY": "bench", "SQLALCHEMY_DATABASE_URI": db,
+                          "INSTANCE_PATH": str(Path(roster).parent / "instance")})
+        with app.app_context():
+            sa_db.create_all()
+            sa_db.engine.dispose()
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    now = "2026-11-25 00:00:00.000000"
+    started, cpu = time.perf_counter(), time.process_time()
+    if step == "writes-roster":
+        with open(roster, newline="", encoding="utf-8") as fh:
+            rows = csv.reader(fh)
+            next(rows)
+            conn.executemany(
+                "INSERT INTO customers (legacy_id, email, name, locale, card_brand, card_last4,"
+                " card_exp_month, card_exp_year, status, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'needs_update', ?, ?)",
+                ((*row, now, now) for row in rows))
+    else:
+        cut = CUTOVER.year * 12 + CUTOVER.month
+        with open(mapping, "rb") as fh:
+            data = orjson.loads(fh.read())
+        ids = dict(conn.execute("SELECT legacy_id, id FROM customers"))
+        cards, customers = [], []
+        for legacy, entry in data.items():
+            customer = ids[legacy]
+            usable = False
+            for old, c in entry["cards"].items():
+                cards.append((customer, old, c["id"], c["fingerprint"], c["brand"], c["last4"],
+                              c["exp_month"], c["exp_year"]))
+                usable = usable or c["exp_year"] * 12 + c["exp_month"] >= cut
+            customers.append((entry["id"], "ready" if usable else "needs_update", now, now,
+                              customer))
+        conn.executemany(
+            "INSERT INTO migrated_cards (customer_id, old_card_id, stripe_id, fingerprint, brand,"
+            " last4, exp_month, exp_year) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", cards)
+        conn.executemany(
+            "UPDATE customers SET stripe_customer_id = ?, status = ?, mapped_at = ?,"
+            " updated_at = ? WHERE id = ?", customers)
+    conn.commit()
     print(json.dumps({"seconds": time.perf_counter() - started, "cpu": time.process_time() - cpu}))
 
 
@@ -242,13 +308,16 @@ def main() -> None:
             app_db = f"sqlite:///{folder / 'app.db'}"
             floor_steps = ("floor-roster", "floor-mapping")
         measure("app-schema", roster, mapping, app_db)
-        rows = []
+        rows, writes = [], []
         for name, floor_step, app_step in zip(("roster CSV", "mapping JSON"), floor_steps,
                                               ("app-roster", "app-mapping"), strict=True):
             floor = measure(floor_step, roster, mapping, floor_db)
             indexed = measure(floor_step + "+idx", roster, mapping, indexed_db)
             app = measure(app_step, roster, mapping, app_db)
             rows.append((name, floor, indexed, app))
+            if not args.postgres:
+                writes.append(measure(app_step.replace("app-", "writes-"), roster, mapping,
+                                      f"sqlite:///{folder / 'writes.db'}"))
         by_status = rows[1][3]["by_status"]
         if args.postgres:
             for name in ("floor", "floor_idx", "app"):
@@ -276,6 +345,12 @@ def main() -> None:
     print(f"{'total':<14}{floor_total:>9.2f}{indexed_total:>9.2f}{app_total:>9.2f}"
           f"{app_total / floor_total:>10.2f}×{app_total / indexed_total:>9.2f}×"
           f"{app_cpu / floor_cpu:>18.2f}×{'':>10}{peak:>8.0f}")
+    if writes:
+        seconds = [w["seconds"] for w in writes]
+        print(f"writes: the rows the app must write, into its own schema with raw sqlite3 and "
+              f"no checks: roster {seconds[0]:.2f} s, mapping {seconds[1]:.2f} s, total "
+              f"{sum(seconds):.2f} s = {sum(seconds) / floor_total:.2f}× floor (the most any "
+              f"importer of this schema reaches); app/writes {app_total / sum(seconds):.2f}×")
     print(f"statuses: {by_status} (expected ready {expect['ready']:,}, "
           f"needs_update {expect['needs_update']:,})")
     ok = by_status.get("ready") == expect["ready"] and by_status.get(
