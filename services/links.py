@@ -24,6 +24,7 @@ from models.customers import known_card
 from models.links import link_state
 from models.types import utcnow
 from security import KeyCachingSigner, PlainTimedSerializer
+from services.bulk import DriverSelect
 from services.statuses import refresh_link_status
 
 SALT = "cardbridge.customer-link.v1"
@@ -200,6 +201,9 @@ _VIEW_QUERY = (
 )
 
 
+_VIEW_READ = DriverSelect(_VIEW_QUERY, {"public_id"})
+
+
 def view_link(token: str, *, now: datetime | None = None) -> LinkView:
     """The page's read of a live link: same checks as load_link, a fraction of the cost.
 
@@ -212,8 +216,7 @@ def view_link(token: str, *, now: datetime | None = None) -> LinkView:
     if not _plausible(public_id):
         raise LinkError("tampered")
     # Straight from the pool, not through a Session: there is nothing to flush or roll back.
-    with db.engine.connect() as conn:
-        rows = conn.execute(_VIEW_QUERY, {"public_id": public_id}).all()
+    rows = _VIEW_READ.all({"public_id": public_id})
     if not rows:
         raise LinkError("tampered")
     first = rows[0]
