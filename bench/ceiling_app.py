@@ -26,6 +26,7 @@ import secrets
 import sqlite3
 import threading
 from datetime import UTC, datetime
+from pathlib import Path
 
 from flask import Flask, session
 from markupsafe import escape
@@ -41,7 +42,7 @@ app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
 LINKS = LinkSerializer(json.loads(os.environ["BENCH_LINK_KEYS"]), salt=SALT)
 CSRF = PlainTimedSerializer(app.secret_key, salt="wtf-csrf-token")  # Flask-WTF's token format
 MAX_AGE = int(os.environ.get("BENCH_LINK_MAX_AGE", str(30 * 86400)))
-SKELETON = open(os.environ["BENCH_SKELETON"], encoding="utf-8").read()
+SKELETON = Path(os.environ["BENCH_SKELETON"]).read_text(encoding="utf-8")
 CSP = os.environ["BENCH_CSP"]
 DATABASE = os.environ["BENCH_SQLITE"]
 QUERY = ("SELECT l.used_at, l.revoked_at, l.expires_at, c.name, c.email, c.legacy_id "
@@ -52,7 +53,7 @@ _local = threading.local()
 def _db() -> sqlite3.Connection:
     conn = getattr(_local, "conn", None)
     if conn is None:
-        conn = _local.conn = sqlite3.connect(DATABASE, check_same_thread=False)
+        conn = _local.conn = sqlite3.connect(DATABASE)  # one per gunicorn thread
     return conn
 
 

@@ -12,6 +12,7 @@ in C.
 
 from __future__ import annotations
 
+from collections import namedtuple
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from itertools import count, islice
@@ -383,17 +384,19 @@ class DriverSelect(DriverStatement):
     statement's column labels; nothing else SQLAlchemy does per execution is repeated.
     """
 
-    def _reader(self, dialect) -> tuple:
-        key = ("reader", dialect.name, dialect.driver)
-        hit = self._compiled.get(key)
-        if hit is None:
-            from collections import namedtuple
+    def __init__(self, statement, keys: set[str]) -> None:
+        super().__init__(statement, keys)
+        self._readers: dict[tuple, tuple] = {}
 
+    def _reader(self, dialect) -> tuple:
+        key = (dialect.name, dialect.driver)
+        hit = self._readers.get(key)
+        if hit is None:
             columns = list(self.statement.selected_columns)
             row = namedtuple("Row", [column.key for column in columns])
             processors = [column.type.dialect_impl(dialect).result_processor(dialect, None)
                           for column in columns]
-            hit = self._compiled[key] = (row, [
+            hit = self._readers[key] = (row, [
                 (at, processor) for at, processor in enumerate(processors)
                 if processor is not None])
         return hit

@@ -57,7 +57,7 @@ from models.types import UTCDateTime, utcnow
 from services import campaigns, mailer, throttle
 from services.bulk import DriverStatement
 from services.emails import CustomerRow, LinkRow, OutboxEmail, compose, mark_bounced
-from services.queue import deliver_after_commit
+from services.queue import TASK_CHUNK, deliver_after_commit
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +236,7 @@ def claim(ids: list[int] | None, *, throttled: bool, now: datetime | None = None
     """Take due rows for this worker (caller commits), or None: up to MAIL_BATCH_SIZE, and
     for throttled mail only what this worker can send soon at the campaign rate."""
     now = now or utcnow()
-    batch = int(_cfg("MAIL_BATCH_SIZE", 200))
+    batch = int(_cfg("MAIL_BATCH_SIZE", TASK_CHUNK))  # a task's ids: one claim
     if throttled:
         backlog = throttle.throttle_backlog()
         horizon = float(_cfg("MAIL_THROTTLE_HORIZON_SECONDS", 10))
