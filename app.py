@@ -87,6 +87,7 @@ def register_extensions(app: Flask) -> None:
 
     db.init_app(app)
     migrate.init_app(app, db, directory=os.path.join(os.path.dirname(__file__), "migrations"))
+    security.bound_request_bodies(app)  # before CSRF, which reads the body
     csrf.init_app(app)
     # The limiter is one object for every app in the process and keeps `enabled` from the
     # last app that turned it off; each app starts from its own RATELIMIT_ENABLED instead.

@@ -140,7 +140,12 @@ def load_config(instance_path: str | os.PathLike, env: dict | None = None) -> di
         "HSTS": not debug,
         # Hops of trusted reverse proxies (TLS terminators) in front of the app; 0 = none.
         "TRUSTED_PROXY_HOPS": _int(env, "TRUSTED_PROXY_HOPS", 0),
+        # The largest body anywhere: the console's import uploads. Every other route has its
+        # own, smaller bound (BODY_LIMITS, applied per blueprint by security.py).
         "MAX_CONTENT_LENGTH": 64 * 1024 * 1024,
+        "BODY_LIMITS": {"customer": 16 * 1024, "api": 16 * 1024, "csp": 16 * 1024,
+                        "webhooks": 1024 * 1024, "hooks_email": 1024 * 1024,
+                        "health": 1024},
         "DEMO": demo,
         "DEBUG": debug,
     }

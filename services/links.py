@@ -7,6 +7,7 @@ Tokens never reach a log: log `link.public_id`.
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 from dataclasses import dataclass
@@ -26,6 +27,9 @@ from models.types import utcnow
 from security import KeyCachingSigner, PlainTimedSerializer
 from services.bulk import DriverSelect
 from services.statuses import refresh_link_status
+from services.stripe_gateway import GatewayError
+
+log = logging.getLogger(__name__)
 
 SALT = "cardbridge.customer-link.v1"
 MAX_TOKEN_LENGTH = 256  # real tokens are ~75 characters; refuse anything huge before parsing
@@ -161,6 +165,16 @@ def load_link(token: str, *, now: datetime | None = None, allow_spent: bool = Fa
     return link
 
 
+def find_link(public_id: object) -> Link | None:
+    """The link row with this public id (any state), or None."""
+    return _find(public_id)
+
+
+def token_for(link: Link) -> str:
+    """A token for an existing link (a browser that kept only the public id, coming back)."""
+    return _serializer().dumps(link.public_id)
+
+
 def _plausible(public_id: object) -> bool:
     return isinstance(public_id, str) and len(public_id) <= 64  # what a links row can hold
 
@@ -241,8 +255,18 @@ def revoke_links(
     reason: str = "revoked",
     refresh: bool = True,
 ) -> int:
-    """Revoke every unused, unrevoked link of `customer`; returns how many."""
+    """Revoke every unused, unrevoked link of `customer`; returns how many.
+
+    A revoked link's open SetupIntent is cancelled and its Checkout Session expired at Stripe,
+    so nothing more can be confirmed on them (and recording refuses a revoked link anyway).
+    """
     now = now or utcnow()
+    open_setups = db.session.execute(
+        select(Link.public_id, Link.setup_intent_id, Link.checkout_session_id)
+        .where(Link.customer_id == customer.id, Link.used_at.is_(None),
+               Link.revoked_at.is_(None),
+               (Link.setup_intent_id.is_not(None) | Link.checkout_session_id.is_not(None)))
+    ).all()
     result = db.session.execute(
         update(Link)
         .where(Link.customer_id == customer.id, Link.used_at.is_(None), Link.revoked_at.is_(None))
@@ -257,7 +281,25 @@ def revoke_links(
         )
     if refresh:
         refresh_link_status(customer, now)
+    for row in open_setups:
+        _close_at_stripe(row.public_id, row.setup_intent_id, row.checkout_session_id)
     return count
+
+
+def _close_at_stripe(public_id: str, seti_id: str | None, session_id: str | None) -> None:
+    """Best effort: a SetupIntent that already succeeded or is gone cannot be cancelled, and
+    Stripe being down must not stop a revoke; the row's revoked_at is what recording obeys."""
+    gateway = current_app.extensions["stripe_gateway"]
+    for what, close, stripe_id in (("setup_intent", gateway.cancel_setup_intent, seti_id),
+                                   ("checkout_session", gateway.expire_checkout_session,
+                                    session_id)):
+        if not stripe_id:
+            continue
+        try:
+            close(stripe_id)
+        except GatewayError as exc:
+            log.warning("could not close %s of revoked link=%s: %s", what, public_id,
+                        type(exc).__name__)
 
 
 def consume(link: Link, *, now: datetime | None = None) -> bool:

@@ -31,6 +31,10 @@ class SetupNotOurs(Exception):
     """The Stripe object does not belong to this link or customer: change nothing."""
 
 
+class LinkRevoked(SetupNotOurs):
+    """The link was revoked (or replaced) before this setup was recorded: record nothing."""
+
+
 class SetupNotFinished(Exception):
     """The SetupIntent has not succeeded (yet); `status` says where it is."""
 
@@ -84,6 +88,10 @@ def record_setup(
     now: datetime | None = None,
 ) -> Recorded:
     """Store the card, make it the default everywhere Stripe bills from, use the link."""
+    if link.revoked_at is not None:
+        # Revoking cancels the link's SetupIntent; one confirmed anyway (a race, or a fake
+        # Stripe that confirms cancelled intents) must not make its card the default.
+        raise LinkRevoked("link was revoked")
     check_setup_intent(setup_intent, link)
     seti_id = setup_intent["id"]
     found = existing_record(seti_id)

@@ -11,6 +11,7 @@ retried here with bounded backoff because the SDK leaves a plain 429 to the call
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -145,8 +146,11 @@ class StripeGateway:
                 raise StripeRejected(f"{what}: {type(exc).__name__}") from exc
 
     @staticmethod
-    def _key(*parts: str) -> dict:
-        return {"idempotency_key": "cardbridge:" + ":".join(parts)}
+    def _key(kind: str, *parts: str) -> dict:
+        """`cardbridge-<kind>-<sha256 of our ids>`: ASCII whatever the ids hold (an HTTP header
+        cannot carry `客户-1`), 80 characters, well under Stripe's 255."""
+        digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+        return {"idempotency_key": f"cardbridge-{kind}-{digest}"}
 
     # -- customers and payment methods --------------------------------------------------------
     def create_customer(self, *, legacy_id: str, email: str, name: str | None) -> str:
@@ -261,6 +265,24 @@ class StripeGateway:
             "checkout.session.create",
             lambda: self._client.v1.checkout.sessions.create(
                 params, self._key("checkout", link_id, replaces or "first")
+            ),
+        )
+
+    def cancel_setup_intent(self, seti_id: str) -> None:
+        """Cancel an open SetupIntent (its link was revoked): nothing can be confirmed on it."""
+        self._call(
+            "setup_intent.cancel",
+            lambda: self._client.v1.setup_intents.cancel(
+                seti_id, {}, self._key("seticancel", seti_id)
+            ),
+        )
+
+    def expire_checkout_session(self, session_id: str) -> None:
+        """Expire an open Checkout Session (its link was revoked)."""
+        self._call(
+            "checkout.session.expire",
+            lambda: self._client.v1.checkout.sessions.expire(
+                session_id, {}, self._key("csexpire", session_id)
             ),
         )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from flask import (
     abort,
@@ -17,19 +18,31 @@ from flask import (
 
 from blueprints.customer import bp
 from blueprints.customer.i18n import _, choose, render, render_filled
-from extensions import db
+from extensions import db, limiter
 from models import CustomerEvent, Link
 from models.types import utcnow
 from security import link_page, stripe_page, unmetered
 from services import card_setup
-from services.links import LinkError, LinkView, load_link, view_link
+from services.links import LinkError, LinkView, find_link, load_link, token_for, view_link
 from services.mailer import pick_locale
 from services.recording import Recorded, SetupNotFinished, SetupNotOurs
-from services.stripe_gateway import CardDeclined, GatewayError, StripeUnavailable
+from services.stripe_gateway import (
+    CardDeclined,
+    GatewayError,
+    StripeRejected,
+    StripeUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
 INVALID_STATUS = {"tampered": 404, "expired": 410, "revoked": 410, "used": 410}
+# Stripe's ids: a prefix, then letters, digits and underscores (`cs_test_a1B2…`). Anything else
+# is refused before it reaches Stripe, so a stranger cannot make us send it what they like.
+SETUP_INTENT_ID = re.compile(r"seti_[A-Za-z0-9_]{1,200}")
+CHECKOUT_SESSION_ID = re.compile(r"cs_[A-Za-z0-9_]{1,250}")
+# The pages Stripe sends a browser back to take no token, so each one costs a Stripe read:
+# per address, generous for a person (a few tries), tight for a script.
+RETURN_LIMIT = "10/minute;60/hour"
 
 
 def gateway():
@@ -59,8 +72,10 @@ def page(token: str):
         return invalid_link_page(err, token)
     lang = choose(link.locale)
     form = current_app.config["CARD_FORM"]
-    if session.get("link_token") != token:  # an unchanged session is not re-signed
-        session["link_token"] = token  # lets Checkout's cancel page bring the customer back
+    if session.get("link") != link.public_id:  # an unchanged session is not re-signed
+        # Lets Checkout's cancel page bring the customer back. The public id, not the token:
+        # a cookie read on a shared computer must not be a way into the page.
+        session["link"] = link.public_id
     g.csp_stripe = "checkout" if form == "checkout" else "elements"  # Stripe hosts: this page only
     card = link.card or {}
     expiry = (f"{card['exp_month']:02d}/{card['exp_year']}"
@@ -144,7 +159,7 @@ def intent(token: str):
 
 
 def _done(recorded: Recorded, link: Link):
-    session.pop("link_token", None)
+    session.pop("link", None)
     session["done"] = {"link": link.public_id, "brand": recorded.payment_method.brand,
                        "last4": recorded.payment_method.last4,
                        "lang": pick_locale(link.customer.locale)}
@@ -161,11 +176,11 @@ def complete(token: str):
         return _json_error(_("This link can no longer be used."), 404, retry=False, code="link")
     choose(link.customer.locale)
     seti_id = (request.get_json(silent=True) or {}).get("setup_intent")
-    if not isinstance(seti_id, str) or not seti_id.startswith("seti_"):
+    if not isinstance(seti_id, str) or not SETUP_INTENT_ID.fullmatch(seti_id):
         return _json_error(_("Missing setup reference."), 400, retry=False, code="bad_request")
     try:
         recorded = card_setup.finish_setup_intent(seti_id, gateway(), via="browser", link=link)
-    except SetupNotOurs:
+    except (SetupNotOurs, StripeRejected):  # not ours, or Stripe knows no such SetupIntent
         db.session.rollback()
         return _json_error(_("That card setup does not belong to this link."), 400, retry=False,
                            code="mismatch")
@@ -180,6 +195,10 @@ def complete(token: str):
         db.session.rollback()
         return _json_error(_("We could not reach our payment provider. Your card may already "
                              "be saved; please try again in a minute."), 503, code="unavailable")
+    except GatewayError:
+        db.session.rollback()
+        log.exception("finishing setup failed link=%s", link.public_id)
+        return _json_error(_("Something went wrong on our side. Please try again later."), 502)
     db.session.commit()
     return jsonify(redirect=_done(recorded, link))
 
@@ -206,19 +225,31 @@ def checkout(token: str):
     return redirect(checkout_session["url"], code=303)
 
 
+def _session_link() -> Link | None:
+    """The live link this browser last opened (the session holds its public id)."""
+    public_id = session.get("link")
+    link = find_link(public_id) if public_id else None
+    return link if link is not None and link.state(utcnow()) == "live" else None
+
+
 def _finish_return(finish):
     """Shared tail of the two pages Stripe sends the browser back to."""
     try:
         recorded = finish()
-    except (SetupNotOurs, SetupNotFinished):
+    except (SetupNotOurs, SetupNotFinished, StripeRejected):
         db.session.rollback()
-        token = session.get("link_token")
-        if token:
-            return redirect(url_for("customer.page", token=token, retry=1))
-        abort(404)
+        link = _session_link()
+        if link is not None:
+            return redirect(url_for("customer.page", token=token_for(link), retry=1))
+        return invalid_link_page(LinkError("tampered"))
     except StripeUnavailable:
         db.session.rollback()
-        return render("customer/retry.html", token=session.get("link_token")), 503
+        link = _session_link()
+        return render("customer/retry.html", token=token_for(link) if link else None), 503
+    except GatewayError:
+        db.session.rollback()
+        log.exception("finishing a returned setup failed")
+        return render("customer/retry.html", token=None), 502
     db.session.commit()
     link = db.session.get(Link, recorded.payment_method.link_id)
     return redirect(_done(recorded, link), code=303)
@@ -226,10 +257,11 @@ def _finish_return(finish):
 
 @bp.get("/return")
 @link_page
+@limiter.limit(RETURN_LIMIT)
 def payment_element_return():
     """Payment Element redirect target: strips the client secret from the URL at once."""
     seti_id = request.args.get("setup_intent", "")
-    if not seti_id.startswith("seti_"):
+    if not SETUP_INTENT_ID.fullmatch(seti_id):
         abort(404)
     return _finish_return(
         lambda: card_setup.finish_setup_intent(seti_id, gateway(), via="return")
@@ -238,9 +270,10 @@ def payment_element_return():
 
 @bp.get("/checkout/return")
 @link_page
+@limiter.limit(RETURN_LIMIT)
 def checkout_return():
     session_id = request.args.get("session_id", "")
-    if not session_id.startswith("cs_"):
+    if not CHECKOUT_SESSION_ID.fullmatch(session_id):
         abort(404)
     return _finish_return(
         lambda: card_setup.finish_checkout_session(session_id, gateway(), via="return")
@@ -250,9 +283,9 @@ def checkout_return():
 @bp.get("/resume")
 @link_page
 def resume():
-    token = session.get("link_token")
-    if token:
-        return redirect(url_for("customer.page", token=token))
+    link = _session_link()
+    if link is not None:
+        return redirect(url_for("customer.page", token=token_for(link)))
     return render("customer/resume.html")
 
 
