@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 from flask import Flask
 
+import logs
 import security
 from config import derive, load_config
 from extensions import csrf, db, limiter, login_manager, migrate
@@ -85,6 +86,7 @@ def register_template_helpers(app: Flask) -> None:
 def register_extensions(app: Flask) -> None:
     from services.stripe_gateway import StripeGateway
 
+    logs.init_app(app)
     db.init_app(app)
     migrate.init_app(app, db, directory=os.path.join(os.path.dirname(__file__), "migrations"))
     security.bound_request_bodies(app)  # before CSRF, which reads the body

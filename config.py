@@ -143,6 +143,7 @@ def load_config(instance_path: str | os.PathLike, env: dict | None = None) -> di
         # The largest body anywhere: the console's import uploads. Every other route has its
         # own, smaller bound (BODY_LIMITS, applied per blueprint by security.py).
         "MAX_CONTENT_LENGTH": 64 * 1024 * 1024,
+        "LOG_FORMAT": "json" if env.get("LOG_FORMAT", "").lower() == "json" else "text",
         "BODY_LIMITS": {"customer": 16 * 1024, "api": 16 * 1024, "csp": 16 * 1024,
                         "webhooks": 1024 * 1024, "hooks_email": 1024 * 1024,
                         "health": 1024},
@@ -187,4 +188,7 @@ def derive(config, explicit=frozenset()) -> None:
         # A database server can drop idle connections, so check each one out with a ping;
         # a SQLite file cannot, and the ping would be one more statement on every request.
         sqlite = config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite")
-        config["SQLALCHEMY_ENGINE_OPTIONS"] = {} if sqlite else {"pool_pre_ping": True}
+        # hide_parameters: an error's message and log never carry the row's values (emails,
+        # names, tokens).
+        config["SQLALCHEMY_ENGINE_OPTIONS"] = {"hide_parameters": True} if sqlite else {
+            "pool_pre_ping": True, "hide_parameters": True}

@@ -69,7 +69,8 @@ def register(app: Flask) -> None:
     def unexpected(err: Exception):
         if isinstance(err, HTTPException):
             return http_error(err)
-        log.exception("unhandled error on %s %s", request.method, request.path)
+        # The endpoint, never the path: a customer's path is their link token.
+        log.exception("unhandled error on %s %s", request.method, request.endpoint)
         return _render(500, N_("Something went wrong"),
                        N_("Something went wrong on our side. Nothing was changed; please try "
                           "again in a few minutes."), "internal")

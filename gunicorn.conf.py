@@ -14,3 +14,8 @@ keepalive = 5
 accesslog = None
 errorlog = "-"
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# Every gunicorn record (errors, tracebacks of a worker) through cardbridge's redacting
+# formatter, the same one the app's own loggers use (logs.py).
+import logs  # noqa: E402
+
+logconfig_dict = logs.gunicorn_logconfig(os.environ.get("LOG_FORMAT", "text").lower())

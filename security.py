@@ -1,11 +1,9 @@
-"""Response headers (CSP with nonces, HSTS, …) and the log filter that keeps secrets out of logs."""
+"""Response headers (CSP with nonces, HSTS, …), per-blueprint body bounds and signing helpers."""
 
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
-import re
 import secrets
 from functools import lru_cache, partial, wraps
 from urllib.parse import urlsplit
@@ -19,43 +17,6 @@ STRIPE_JS_HOSTS = ("https://js.stripe.com", "https://*.js.stripe.com")
 STRIPE_FRAME_HOSTS = STRIPE_JS_HOSTS + ("https://hooks.stripe.com",)
 STRIPE_API_HOST = "https://api.stripe.com"
 STRIPE_CHECKOUT_HOST = "https://checkout.stripe.com"
-
-# Anything that looks like a customer link token, a client secret or a key.
-_SECRET_PATTERNS = [
-    (re.compile(r"(/u/)[A-Za-z0-9_\-\.]{16,}"), r"\1[redacted]"),
-    (re.compile(r"(seti|pi|cs)_[A-Za-z0-9_]+_secret_[A-Za-z0-9]+"), r"\1_[redacted-secret]"),
-    (re.compile(r"\b(sk|rk)_(test|live)_[A-Za-z0-9_]+"), r"\1_\2_[redacted]"),
-    (re.compile(r"\bwhsec_[A-Za-z0-9_]+"), "whsec_[redacted]"),
-    (re.compile(r"(setup_intent_client_secret=)[^&\s\"]+"), r"\1[redacted]"),
-]
-
-
-def redact(text: str) -> str:
-    for pattern, repl in _SECRET_PATTERNS:
-        text = pattern.sub(repl, text)
-    return text
-
-
-class RedactSecrets(logging.Filter):
-    """Rewrites every record so tokens, client secrets and keys never reach a log sink."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        cleaned = redact(message)
-        if cleaned != message:
-            record.msg, record.args = cleaned, None
-        return True
-
-
-def install_log_redaction() -> None:
-    for name in ("", "werkzeug", "gunicorn.access", "gunicorn.error", "cardbridge"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, RedactSecrets) for f in logger.filters):
-            logger.addFilter(RedactSecrets())
-        for handler in logger.handlers:
-            if not any(isinstance(f, RedactSecrets) for f in handler.filters):
-                handler.addFilter(RedactSecrets())
-
 
 def _origin(url: str) -> str | None:
     parts = urlsplit(url)
@@ -277,7 +238,6 @@ def bound_request_bodies(app: Flask) -> None:
 
 
 def init_app(app: Flask) -> None:
-    install_log_redaction()
     app.session_interface = SessionCookies()
     from extensions import limiter
 

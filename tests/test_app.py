@@ -88,11 +88,11 @@ def test_sqlite_connections_are_not_pinged_but_server_ones_are(tmp_path):
 
     config = load_config(tmp_path, {"CARDBRIDGE_ENV": "development"})
     derive(config)
-    assert config["SQLALCHEMY_ENGINE_OPTIONS"] == {}
+    assert config["SQLALCHEMY_ENGINE_OPTIONS"] == {"hide_parameters": True}
     config = load_config(tmp_path, {"CARDBRIDGE_ENV": "development",
                                     "DATABASE_URL": "postgresql+psycopg://db/x"})
     derive(config)
-    assert config["SQLALCHEMY_ENGINE_OPTIONS"] == {"pool_pre_ping": True}
+    assert config["SQLALCHEMY_ENGINE_OPTIONS"] == {"pool_pre_ping": True, "hide_parameters": True}
 
 
 @pytest.mark.parametrize("name", __import__("config").TUNING_INTS)

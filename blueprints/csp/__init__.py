@@ -1,7 +1,9 @@
 """/csp-report — where browsers report Content-Security-Policy violations (PCI 11.6.1 evidence).
 
 Reports are logged with the directive and the blocked origin only: a report's document URL
-would carry a customer's link token.
+would carry a customer's link token. The body is bounded (BODY_LIMITS["csp"]); anything that is
+not a small JSON object is dropped; each value logged is JSON-escaped, so a newline in a report
+cannot start a forged log line.
 """
 
 from __future__ import annotations
@@ -23,13 +25,19 @@ bp = Blueprint("csp", __name__)
 @limiter.limit("60 per minute")
 def csp_report():
     try:
-        body = json.loads(request.get_data(cache=False)[:65536] or b"{}")
-    except ValueError:
-        return "", 204
-    report = body.get("csp-report", body) if isinstance(body, dict) else {}
-    if isinstance(report, dict):
-        blocked = str(report.get("blocked-uri", ""))
-        origin = urlsplit(blocked).netloc or blocked[:40]
-        log.warning("csp violation directive=%s blocked=%s",
-                    str(report.get("violated-directive", ""))[:80], origin)
+        body = json.loads(request.get_data(cache=False) or b"{}")
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
+        return "", 400
+    report = body.get("csp-report", body) if isinstance(body, dict) else None
+    if not isinstance(report, dict):
+        return "", 400
+    blocked = _text(report.get("blocked-uri"))
+    origin = urlsplit(blocked).netloc if "://" in blocked else blocked
+    log.warning("csp violation directive=%s blocked=%s",
+                json.dumps(_text(report.get("violated-directive"))[:80]),
+                json.dumps(origin[:80]))
     return "", 204
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""
