@@ -8,7 +8,10 @@ file name. Every reader yields plain `Entry` values and hands rows it cannot use
 from __future__ import annotations
 
 import io
+import re
+from array import array
 from collections.abc import Callable, Iterator
+from itertools import accumulate
 from operator import itemgetter
 from typing import BinaryIO, NamedTuple
 
@@ -186,14 +189,33 @@ def _grouped(records, width, ids, at, details, report) -> Iterator[Entry]:
 
 
 # -- JSON ---------------------------------------------------------------------------------------
+# The mapping is {old customer id: {"id", "cards": {old card id: {fields}}}}: depth 4. A parser
+# holds every open level (and ijson a prefix per level), so a small file nested 200,000 deep
+# would take gigabytes; the reader refuses such a file while streaming, before ijson sees it.
+MAX_JSON_DEPTH = 16
+MAX_ENTRY_BYTES = 4 * 1024 * 1024  # one customer: thousands of cards fit in far less
+# A string (skipped: brackets inside it are text), an unfinished string at the chunk's end
+# (carried to the next chunk), or a bracket.
+_STRUCTURE = re.compile(rb'"(?:[^"\\]|\\.)*"|("(?:[^"\\]|\\.)*\\?\Z)|([\[\]{}])', re.S)
+_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+
+
+class MappingTooDeep(ImportFileError):
+    """Nested deeper, or one entry longer, than a Stripe mapping ever is."""
+
+
 class _CountingReader(io.RawIOBase):
-    """Counts the bytes ijson has pulled, and keeps the last chunk to place a parse error."""
+    """Counts the bytes ijson has pulled, keeps the last chunk to place a parse error, and
+    tracks the nesting depth of what passes through, refusing what no mapping looks like."""
 
     def __init__(self, fh: BinaryIO, start: int):
         self.fh = fh
         self.offset = start
         self.chunk_start = start
         self.chunk = b""
+        self.depth = 0
+        self.carry = b""  # the start of a string the previous chunk left unfinished
+        self.entry_start = start  # where the entry being parsed began (about: chunk-wise)
 
     def readable(self) -> bool:
         return True
@@ -202,7 +224,32 @@ class _CountingReader(io.RawIOBase):
         data = self.fh.read(size)
         self.chunk_start, self.chunk = self.offset, data
         self.offset += len(data)
+        self._check(data)
         return data
+
+    def _check(self, data: bytes) -> None:
+        if self.offset - self.entry_start > MAX_ENTRY_BYTES:
+            raise MappingTooDeep(f"one entry near byte {self.entry_start} is longer than "
+                                 f"{MAX_ENTRY_BYTES // (1024 * 1024)} MB: not a Stripe mapping")
+        text = self.carry + data
+        self.carry = b""
+        brackets = []
+        for unfinished, bracket in _STRUCTURE.findall(text):
+            if unfinished:
+                # Carry only "we are inside a string" (and a pending escape), not the string:
+                # a long value is scanned once, not again with every chunk.
+                pending = len(unfinished) - len(unfinished.rstrip(b"\\"))
+                self.carry = b'"\\' if pending % 2 else b'"'
+            elif bracket:
+                brackets.append(bracket)
+        if not brackets:
+            return
+        steps = array("b", b"".join(brackets).translate(_STEPS))
+        deepest = max(accumulate(steps, initial=self.depth))
+        if deepest > MAX_JSON_DEPTH:
+            raise MappingTooDeep(f"JSON nested deeper than {MAX_JSON_DEPTH} levels near byte "
+                                 f"{self.chunk_start}: a Stripe mapping needs 4")
+        self.depth += sum(steps)
 
     def readinto(self, buffer) -> int:
         data = self.read(len(buffer))
@@ -219,6 +266,7 @@ def _json_entries(reader: _CountingReader, fh: BinaryIO, report: Report) -> Iter
             return
         except ijson.JSONError as exc:
             raise ImportFileError(json_error_message(exc, reader, fh)) from None
+        reader.entry_start = reader.chunk_start
         try:
             entry = _json_entry(key, value, report)
         except RowProblem as exc:

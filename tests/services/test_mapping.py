@@ -382,3 +382,37 @@ def test_one_customer_mapped_to_two_stripe_customers_in_one_file_keeps_the_first
     assert [(p.line, p.kind) for p in result.errors] == [(3, "conflict")]
     assert customer("4200").stripe_customer_id == "cus_first0000001"
     assert set(cards("4200")) == {"1"}
+
+
+def test_a_small_file_nested_200000_deep_fails_at_once_with_little_memory(roster, tmp_path):
+    import tracemalloc
+
+    path = write(tmp_path, "deep.json", '{"1893": ' + "[" * 200_000 + "]" * 200_000 + "}")
+    tracemalloc.start()
+    try:
+        with pytest.raises(ImportFileError, match="nested deeper than 16 levels"):
+            import_mapping(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 1024 * 1024
+    db.session.rollback()
+    assert customer("1893").stripe_customer_id is None
+
+
+def test_brackets_inside_strings_are_text_not_nesting(roster, tmp_path):
+    odd = "[{" * 40 + '\\"' + "}" * 3
+    body = json.dumps({"1893": {"id": "cus_abc123def456", "cards": {
+        odd: {"id": "card_1A", "fingerprint": "fp" + "{" * 30, "brand": "visa", "last4": "4242",
+              "exp_month": 12, "exp_year": 2030}}}})
+    result = import_mapping(write(tmp_path, "odd.json", body))
+    assert result.counts  # imported, not refused
+    assert customer("1893").stripe_customer_id == "cus_abc123def456"
+
+
+def test_one_entry_longer_than_any_mapping_fails_with_a_clear_message(roster, tmp_path):
+    huge = "x" * (5 * 1024 * 1024)
+    path = write(tmp_path, "huge.json",
+                 json.dumps({"1893": {"id": "cus_abc123def456", "name": huge}}))
+    with pytest.raises(ImportFileError, match="longer than 4 MB"):
+        import_mapping(path)
