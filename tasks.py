@@ -30,6 +30,15 @@ def deliver_emails(email_ids: list[int]) -> None:
             deliver_emails.schedule(args=(list(email_ids),), eta=report.retry_at)
 
 
+@huey.task()
+def run_console_import(job_id: str) -> None:
+    """A file a staff member uploaded in the console: imported here, never in a web process."""
+    from services import import_jobs
+
+    with huey.app_context():
+        import_jobs.run_job(job_id)
+
+
 def _pump(grace: timedelta) -> int:
     """Release dead workers' rows and ask again for due rows nobody is sending."""
     from services import outbox

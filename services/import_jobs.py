@@ -5,9 +5,10 @@ row errors, a file-level message); that is what the page shows once a run ends. 
 queued or running, its progress lives in a small JSON file under instance/import-jobs/, so every
 web worker on the machine shows the same progress.
 
-The work runs in a thread of the web process that received the upload, in its own app context,
-and commits once, like a task: the uploaded file is on this machine's disk, where a queue worker
-on another machine could not read it.
+The work runs on the task queue's worker, never in a web process (a big file would hold a web
+worker for minutes): the upload and the job file are written under instance/, and the worker
+reads them from there, so the web and worker processes must share instance/ (they do on one
+machine; on several, mount it shared). It commits once, like every task.
 """
 
 from __future__ import annotations
@@ -83,22 +84,34 @@ def recent_runs(limit: int = 20) -> list[ImportRun]:
     ).scalars())
 
 
-def start_import(kind: str, upload_path: Path, original_name: str, *, actor: str,
-                 runner: Runner | None = None) -> dict:
-    """Record a queued job and start it in a background thread; returns the job state."""
+def start_import(kind: str, upload_path: Path, original_name: str, *, actor: str) -> dict:
+    """Record a queued job and hand it to the task queue's worker; returns the job state."""
+    from tasks import run_console_import
+
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}")
     app = current_app._get_current_object()
     job_id = f"{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(4)}"
     state = {"id": job_id, "kind": kind, "file": original_name[:255], "actor": actor,
              "state": "queued", "rows": 0, "bytes": 0, "size": upload_path.stat().st_size,
-             "run_id": None, "message": "", "created_at": utcnow().isoformat(),
-             "finished_at": None}
+             "upload": upload_path.name, "run_id": None, "message": "",
+             "created_at": utcnow().isoformat(), "finished_at": None}
+    _write(jobs_dir(app) / f"{job_id}.json", state)
+    run_console_import(job_id)
+    return state
+
+
+def run_job(job_id: str, runner: Runner | None = None) -> dict | None:
+    """The worker's side: run a queued console import (inside the task's app context)."""
+    if not _JOB_ID.fullmatch(job_id or ""):
+        return None
+    app = current_app._get_current_object()
     path = jobs_dir(app) / f"{job_id}.json"
-    _write(path, state)
-    thread = threading.Thread(target=_run, args=(app, path, state, upload_path, runner),
-                              name=f"import-{job_id}", daemon=True)
-    thread.start()
+    state = _read(path)
+    if state is None or state.get("state") != "queued":
+        return state  # already run (a retried task), or gone
+    upload_path = uploads_dir(app) / Path(state["upload"]).name
+    _run(app, path, state, upload_path, runner)
     return state
 
 
@@ -123,6 +136,12 @@ def _run(app: Flask, path: Path, state: dict, upload_path: Path, runner: Runner 
     with app.app_context():
         state["state"] = "running"
         _write(path, state)
+        if not upload_path.exists():
+            state["state"], state["finished_at"] = "failed", utcnow().isoformat()
+            state["message"] = ("The uploaded file is not on the worker's disk: the web and "
+                                "worker processes must share instance/. Nothing was applied.")
+            _write(path, state)
+            return
         try:
             run_id = (runner or _call_service)(state["kind"], upload_path, state["file"],
                                                progress)
@@ -153,10 +172,15 @@ def _run(app: Flask, path: Path, state: dict, upload_path: Path, runner: Runner 
                 pass
 
 
-def save_upload(stream, filename: str, app: Flask | None = None) -> Path:
-    """Store an uploaded file under instance/uploads/ with a safe, unique name."""
+def uploads_dir(app: Flask | None = None) -> Path:
     folder = Path((app or current_app).instance_path) / "uploads"
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return folder
+
+
+def save_upload(stream, filename: str, app: Flask | None = None) -> Path:
+    """Store an uploaded file under instance/uploads/ with a safe, unique name."""
+    folder = uploads_dir(app)
     name = _SAFE_NAME.sub("_", Path(filename or "upload").name)[-80:] or "upload"
     path = folder / f"{secrets.token_hex(8)}-{name}"
     with open(path, "wb") as fh:

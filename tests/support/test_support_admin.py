@@ -247,3 +247,27 @@ def test_the_page_polls_a_bare_fragment_while_an_import_runs(app, admin_client):
     path.write_text(path.read_text().replace('"running"', '"failed"'))
     assert admin_client.get("/support/admin/imports?partial=runs").headers[
         "X-Import-Running"] == "0"
+
+
+def test_a_console_upload_is_imported_by_the_worker_not_the_web_request(make_app):
+    from tests.support.staff_helpers import FAST_HASH, create_staff, sign_in
+
+    app = make_app(STAFF_REQUIRE_2FA=False, STAFF_PASSWORD_METHOD=FAST_HASH,
+                   QUEUE_IMMEDIATE=False)
+    client = app.test_client()
+    assert sign_in(client, create_staff(app, "ops@example.com", "admin")).status_code == 303
+    response = post(client, "/support/admin/imports", {
+        "kind": "roster", "reason": "first roster",
+        "file": (io.BytesIO(ROSTER), "roster.csv")}, content_type="multipart/form-data")
+    assert response.status_code == 303
+    time.sleep(0.3)  # nothing runs behind the request's back either
+    with app.app_context():
+        assert db.session.execute(select(ImportRun)).first() is None
+        assert db.session.execute(select(Customer)).first() is None
+    assert "Queued" in client.get("/support/admin/imports").get_data(as_text=True)
+    result = app.test_cli_runner().invoke(args=["worker", "--burst"])
+    assert result.exit_code == 0, result.output
+    with app.app_context():
+        run = db.session.execute(select(ImportRun)).scalar_one()
+        assert (run.kind, run.status) == ("roster", "succeeded")
+        assert set(db.session.execute(select(Customer.legacy_id)).scalars()) == {"R-1", "R-3"}
