@@ -77,6 +77,18 @@ def open_source(source: str | os.PathLike | BinaryIO, name: str | None = None) -
 
 
 # -- values -------------------------------------------------------------------------------------
+# C0 and C1 control characters (tab, CR, LF, NUL, DEL included): never part of an id, and
+# a spreadsheet or a log line would read them as structure.
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def plain_id(value: str, name: str) -> str:
+    """`value` unless it holds a control character (then a row problem saying so)."""
+    if CONTROL_RE.search(value):
+        raise RowProblem(f"{name} holds a control character (tab, line break, …)")
+    return value
+
+
 def text(value, name: str, limit: int, *, required: bool = False) -> str | None:
     if value is None:
         value = ""
@@ -222,6 +234,7 @@ class RosterRows:
         email = fields[self.email_at].strip().lower()
         if not legacy or len(legacy) > MAX_ID:
             text(legacy, "legacy_customer_id", MAX_ID, required=True)
+        plain_id(legacy, "legacy_customer_id")
         if len(email) > 320 or not EMAIL_RE.fullmatch(email):
             raise RowProblem("email is empty" if not email else "email is not a valid address")
         values = self.blank.copy()

@@ -4,7 +4,6 @@ of rows not applied, and the run history (ImportRun) that makes a repeated file 
 
 from __future__ import annotations
 
-import csv
 import gc
 import logging
 import os
@@ -22,6 +21,7 @@ from sqlalchemy import select
 from extensions import db
 from models import ImportRun
 from models.types import utcnow
+from services import csv_safe
 from services.bulk import batch_plans, roomy_sqlite_cache
 from services.import_files import ImportFileError, open_source
 
@@ -127,7 +127,7 @@ class ProblemLog:
             path = self.directory / f"{self.stem}.csv"
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # names customers
             self._fh = open(fd, "w", newline="", encoding="utf-8")
-            self._writer = csv.writer(self._fh, lineterminator="\n")
+            self._writer = csv_safe.Writer(self._fh)
             self._writer.writerow(("line", "customer", "kind", "problem"))
             self.path = str(path)
         self._writer.writerows((p.line or "", p.customer or "", p.kind, p.problem)

@@ -18,6 +18,7 @@ from typing import BinaryIO, NamedTuple
 import ijson
 
 from services.import_files import (
+    CONTROL_RE,
     CUS_RE,
     MAX_ID,
     CsvRecords,
@@ -26,6 +27,7 @@ from services.import_files import (
     customer_id,
     expiry,
     last4,
+    plain_id,
     text,
 )
 
@@ -81,7 +83,7 @@ def make_card(old_id, stripe_id, fingerprint=None, brand=None, last_four=None,
         return (old_id, stripe_id, fingerprint or None, brand or None, last_four, exp_month,
                 exp_year)
     # Anything but the shapes Stripe sends takes the checks below, which name the fault.
-    old_id = text(old_id, "old card id", MAX_ID, required=True)
+    old_id = plain_id(text(old_id, "old card id", MAX_ID, required=True), "old card id")
     stripe_id = text(stripe_id, "card id", MAX_ID, required=True)
     if not stripe_id.startswith(CARD_PREFIXES):
         prefix = stripe_id.split("_", 1)[0] + "_" if "_" in stripe_id else stripe_id[:8]
@@ -95,7 +97,7 @@ def _plain_card(old_id, stripe_id, fingerprint, brand, last_four, exp_month, exp
     """The shape Stripe sends (no stray spaces, int expiry, four-digit last4): no more checks."""
     return (type(stripe_id) is str and stripe_id.startswith(CARD_PREFIXES)
             and len(stripe_id) <= MAX_ID and type(old_id) is str and 0 < len(old_id) <= MAX_ID
-            and old_id[0] > " " and old_id[-1] > " "
+            and old_id[0] > " " and old_id[-1] > " " and not CONTROL_RE.search(old_id)
             and type(exp_month) is int and 0 < exp_month < 13
             and type(exp_year) is int and 1989 < exp_year < 2200
             and type(last_four) is str and len(last_four) == 4 and last_four.isdigit()
@@ -166,7 +168,7 @@ def _grouped(records, width, ids, at, details, report) -> Iterator[Entry]:
         try:
             if len(fields) != width:
                 raise RowProblem(f"expected {width} fields, found {len(fields)}")
-            legacy = text(fields[old_cus], ids[0], MAX_ID, required=True)
+            legacy = plain_id(text(fields[old_cus], ids[0], MAX_ID, required=True), ids[0])
             stripe_customer = customer_id(fields[new_cus], ids[1])
             card = None
             if fields[old_card].strip() or fields[new_card].strip():
@@ -276,8 +278,8 @@ def _json_entries(reader: _CountingReader, fh: BinaryIO, report: Report) -> Iter
 
 
 def _json_entry(key: str, value, report: Report) -> Entry:
-    legacy = key if key and len(key) <= MAX_ID and key[0] > " " and key[-1] > " " else text(
-        key, "old customer id", MAX_ID, required=True)
+    legacy = plain_id(key if key and len(key) <= MAX_ID and key[0] > " " and key[-1] > " "
+                      else text(key, "old customer id", MAX_ID, required=True), "old customer id")
     if type(value) is not dict:
         raise RowProblem("value is not an object")
     stripe_customer = value.get("id")

@@ -8,7 +8,6 @@ shows how many `ready` customers rest on such cards so the operator can check th
 
 from __future__ import annotations
 
-import csv
 from datetime import date, datetime
 from typing import TextIO
 
@@ -18,6 +17,7 @@ from sqlalchemy import and_, case, exists, func, not_, or_, select, update
 from extensions import db
 from models import STATUSES, Customer, ImportRun, MigratedCard, SavedPaymentMethod
 from models.types import utcnow
+from services import csv_safe
 from services.statuses import live_link_clause, sweep_expired_invitations
 
 EXPORT_HEADER = ("legacy_customer_id", "stripe_customer_id", "status", "payment_method_id",
@@ -207,7 +207,7 @@ def export_rows(now: datetime | None = None):
 
 def export_csv(fh: TextIO, now: datetime | None = None) -> int:
     """Write the SPEC export CSV to `fh` (header first); returns the number of customers."""
-    writer = csv.writer(fh, lineterminator="\n")
+    writer = csv_safe.Writer(fh)
     writer.writerow(EXPORT_HEADER)
     count = 0
     for row in export_rows(now):
