@@ -167,8 +167,9 @@ TUNING_INTS = (
     "MAIL_RETRY_MAX_SECONDS", "MAIL_MAX_ATTEMPTS", "MAIL_REAP_EVERY_SECONDS",
 )
 TUNING_LIMITS = (  # Flask-Limiter strings such as "10 per minute;100 per hour"
-    "STAFF_LOGIN_LIMIT_PER_IP", "STAFF_LOGIN_LIMIT_PER_ACCOUNT", "STAFF_LINK_LIMIT",
-    "STAFF_CUSTOMER_LINK_LIMIT", "API_RATE_LIMIT",
+    "STAFF_LOGIN_LIMIT_PER_IP", "STAFF_LOGIN_LIMIT_PER_ACCOUNT",
+    "STAFF_LOGIN_LIMIT_ACCOUNT_CEILING", "STAFF_LINK_LIMIT", "STAFF_CUSTOMER_LINK_LIMIT",
+    "API_RATE_LIMIT", "API_AUTH_FAILURE_LIMIT",
 )
 
 
@@ -192,3 +193,16 @@ def derive(config, explicit=frozenset()) -> None:
         # names, tokens).
         config["SQLALCHEMY_ENGINE_OPTIONS"] = {"hide_parameters": True} if sqlite else {
             "pool_pre_ping": True, "hide_parameters": True}
+
+
+def per_process_limits_problem(env: dict, workers: int) -> str | None:
+    """Why this server must not start, or None: several worker processes each counting rate
+    limits in their own memory would let every limit through once per process (two workers:
+    ten sign-in tries where five are allowed). Debug and demo run one machine for one person."""
+    debug = (_bool(env.get("FLASK_DEBUG")) or _bool(env.get("CARDBRIDGE_DEMO"))
+             or env.get("CARDBRIDGE_ENV", "").lower() == "development")
+    if workers <= 1 or env.get("REDIS_URL") or debug:
+        return None
+    return (f"{workers} worker processes with per-process rate limits: every limit would "
+            f"allow {workers}x what it says. Set REDIS_URL (limits shared through Redis) or "
+            "WEB_CONCURRENCY=1.")

@@ -19,3 +19,21 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 import logs  # noqa: E402
 
 logconfig_dict = logs.gunicorn_logconfig(os.environ.get("LOG_FORMAT", "text").lower())
+
+
+def on_starting(server):
+    """Refuse to serve with several workers whose rate limits each count alone (config.py);
+    CARDBRIDGE_ALLOW_PER_PROCESS_LIMITS=1 turns the refusal into a loud warning."""
+    import sys
+
+    from config import per_process_limits_problem
+
+    problem = per_process_limits_problem(dict(os.environ), server.cfg.workers)
+    if problem is None:
+        return
+    if os.environ.get("CARDBRIDGE_ALLOW_PER_PROCESS_LIMITS") == "1":
+        server.log.warning("WARNING: %s (allowed by CARDBRIDGE_ALLOW_PER_PROCESS_LIMITS)",
+                           problem)
+        return
+    server.log.error("refusing to start: %s", problem)
+    sys.exit(1)

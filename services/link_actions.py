@@ -6,9 +6,24 @@ same way. The caller commits.
 
 from __future__ import annotations
 
+from flask import current_app
+from limits import parse_many
+
+from extensions import limiter
 from models import Customer
 from services import audit
 from services.links import IssuedLink, issue_link, revoke_links
+
+
+def take_link_slot(customer_id: int) -> bool:
+    """One of a customer's link actions (make or send), from the console or /api/v1 alike:
+    False once STAFF_CUSTOMER_LINK_LIMIT is spent, so no path can flood one inbox."""
+    limits = parse_many(current_app.config.get("STAFF_CUSTOMER_LINK_LIMIT", "10 per hour"))
+    strategy = limiter.limiter  # Flask-Limiter's storage: Redis when REDIS_URL is set
+    key = str(customer_id)
+    if not all(strategy.test(item, "customer-links", key) for item in limits):
+        return False
+    return all([strategy.hit(item, "customer-links", key) for item in limits])
 
 
 def give_link(

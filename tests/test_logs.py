@@ -33,7 +33,8 @@ def _gunicorn_env(tmp_path, port: int, **extra) -> dict:
                STRIPE_PUBLISHABLE_KEY="pk_test_gunicorn",
                DATABASE_URL=f"sqlite:///{tmp_path / 'g.db'}",
                PUBLIC_BASE_URL=f"http://127.0.0.1:{port}", GUNICORN_BIND=f"127.0.0.1:{port}",
-               WEB_CONCURRENCY="1", STRIPE_WEBHOOK_SECRET="whsec_test", **extra)
+               WEB_CONCURRENCY="1", STRIPE_WEBHOOK_SECRET="whsec_test")
+    env.update(extra)
     return env
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-
 from flask import current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
@@ -31,11 +29,21 @@ def _presented_secret() -> str | None:
     return value.strip()
 
 
+def _known_token():
+    """The active token presented, looked up once per request (None for none or a bad one)."""
+    if "api_token_checked" not in g:
+        secret = _presented_secret()
+        token = api_tokens.lookup(secret) if secret else None
+        g.api_token_checked = token if token is not None and token.active else None
+    return g.api_token_checked
+
+
 def _rate_key() -> str:
-    # Keyed by the presented credential (hashed: keys may be stored in Redis), else the IP.
-    secret = _presented_secret()
-    if secret:
-        return "api:" + hashlib.sha256(secret.encode("utf-8", "replace")).hexdigest()[:32]
+    # A valid token has its own budget (hashed: keys may be stored in Redis); anything else,
+    # made-up tokens included, shares its address's: inventing tokens buys no more tries.
+    token = _known_token()
+    if token is not None:
+        return f"api-token:{token.id}"
     return "api-ip:" + (request.remote_addr or "unknown")
 
 
@@ -43,7 +51,18 @@ def _api_limit() -> str:
     return current_app.config.get("API_RATE_LIMIT", "120 per minute;5000 per hour")
 
 
+def _failure_limit() -> str:
+    return current_app.config.get("API_AUTH_FAILURE_LIMIT", "20 per minute;200 per hour")
+
+
+def _address_key() -> str:
+    return "api-auth-failures:" + (request.remote_addr or "unknown")
+
+
 limiter.limit(_api_limit, key_func=_rate_key)(bp)
+# Only refused credentials count here: a script guessing tokens is stopped after a few tries.
+limiter.limit(_failure_limit, key_func=_address_key,
+              deduct_when=lambda response: response.status_code == 401)(bp)
 
 
 @bp.before_request
@@ -53,7 +72,7 @@ def authenticate():
     secret = _presented_secret()
     if secret is None:
         raise ApiError(401, "missing_token", "Send an API token: Authorization: Bearer <token>.")
-    token = api_tokens.lookup(secret)
+    token = _known_token() or api_tokens.lookup(secret)
     if token is None:
         raise ApiError(401, "invalid_token", "That API token is not valid.")
     if not token.active:

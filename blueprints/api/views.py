@@ -64,6 +64,8 @@ def _find(ref: str) -> Customer:
 def create_link():
     body = _link_body()
     customer = _find(body["customer"])
+    if not link_actions.take_link_slot(customer.id):  # the same budget as the console's
+        raise ApiError(429, "rate_limited", "Too many links for this customer; try later.")
     issued = link_actions.give_link(customer, actor=_actor(), ip=request.remote_addr,
                                     reason=body["reason"], send=body["send"], days=body["days"])
     db.session.commit()

@@ -36,12 +36,26 @@ def _account_limit() -> str:
     return current_app.config.get("STAFF_LOGIN_LIMIT_PER_ACCOUNT", "5 per minute;30 per hour")
 
 
+def _account_ceiling() -> str:
+    return current_app.config.get("STAFF_LOGIN_LIMIT_ACCOUNT_CEILING",
+                                  "50 per hour;200 per day")
+
+
 def _digest(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8")).hexdigest()[:32]
 
 
 def _account_key() -> str:
-    return "staff-login:" + _digest(staff_service.normalize_email(request.form.get("email")))
+    # An account's tries from one address: whoever guesses from elsewhere does not lock the
+    # real staff member out (README, "Sign-in limits").
+    email = staff_service.normalize_email(request.form.get("email"))
+    return "staff-login:" + _digest(f"{email}|{request.remote_addr or 'unknown'}")
+
+
+def _account_ceiling_key() -> str:
+    # Every address together: a slower ceiling that still stops a guessing attack spread
+    # over many addresses.
+    return "staff-login-all:" + _digest(staff_service.normalize_email(request.form.get("email")))
 
 
 def _pending_key() -> str:
@@ -55,6 +69,8 @@ def _ip_key() -> str:
 
 per_ip = limiter.limit(_ip_limit, key_func=_ip_key, methods=["POST"])
 per_account = limiter.limit(_account_limit, key_func=_account_key, methods=["POST"])
+account_ceiling = limiter.limit(_account_ceiling, key_func=_account_ceiling_key,
+                                methods=["POST"])
 per_pending = limiter.limit(_account_limit, key_func=_pending_key, methods=["POST"])
 
 
@@ -90,6 +106,7 @@ def _finish_login(user: StaffUser, nxt: str | None):
 @public
 @per_ip
 @per_account
+@account_ceiling
 def login():
     if current_user.is_authenticated and request.method == "GET":
         return redirect(url_for("support.dashboard"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import wraps
+
 from flask import (
     abort,
     current_app,
@@ -27,23 +29,24 @@ def _link_limit() -> str:
     return current_app.config.get("STAFF_LINK_LIMIT", "60 per hour")
 
 
-def _customer_link_limit() -> str:
-    return current_app.config.get("STAFF_CUSTOMER_LINK_LIMIT", "10 per hour")
-
-
 def _per_staff_key() -> str:
     return "staff-links:" + str(current_user.get_id() if current_user.is_authenticated else "")
-
-
-def _per_customer_key() -> str:
-    return "customer-links:" + str((request.view_args or {}).get("customer_id"))
 
 
 # Anti-automation on actions that make links and send email (ASVS 2.4.1).
 per_staff = limiter.shared_limit(_link_limit, scope="staff-links", key_func=_per_staff_key,
                                  methods=["POST"])
-per_customer = limiter.shared_limit(_customer_link_limit, scope="customer-links",
-                                    key_func=_per_customer_key, methods=["POST"])
+
+
+def per_customer(view):
+    """The customer's own link budget, shared with /api/v1 (link_actions.take_link_slot)."""
+    @wraps(view)
+    def limited(customer_id: int):
+        if not link_actions.take_link_slot(customer_id):
+            abort(429)
+        return view(customer_id)
+
+    return limited
 
 
 def _page_number() -> int:

@@ -183,3 +183,44 @@ def test_a_new_link_replaces_the_old_one(app, client, auth, make_customer):
         states = {link.public_id: link.revoked_at is not None
                   for link in db.session.execute(select(Link)).scalars()}
     assert states == {first["link_id"]: True, second["link_id"]: False}
+
+
+def test_made_up_tokens_are_limited_by_address(app, client):
+    statuses = [client.get("/api/v1/customers/L-1",
+                           headers={"Authorization": f"Bearer cbk_guess{n:04d}"}).status_code
+                for n in range(250)]
+    assert statuses[0] == 401
+    assert 429 in statuses
+    assert statuses.count(401) <= 20
+
+
+def test_a_valid_token_is_not_held_back_by_someone_elses_guessing(app, client, auth,
+                                                                   make_customer):
+    make_customer(legacy_id="L-9")
+    for n in range(30):
+        client.get("/api/v1/customers/L-9", headers={"Authorization": f"Bearer cbk_x{n}"},
+                   environ_overrides={"REMOTE_ADDR": "10.9.9.9"})
+    assert client.get("/api/v1/customers/L-9", headers=auth).status_code == 200
+
+
+def test_api_link_sends_share_the_per_customer_limit_with_the_console(make_app, make_customer):
+    from tests.support.staff_helpers import FAST_HASH, create_staff, post, sign_in
+
+    app = make_app(STAFF_REQUIRE_2FA=False, STAFF_PASSWORD_METHOD=FAST_HASH,
+                   STAFF_CUSTOMER_LINK_LIMIT="2 per hour")
+    with app.app_context():
+        from services import api_tokens
+
+        secret = api_tokens.create_token("bot", created_by="test").secret
+        db.session.commit()
+    customer = make_customer(legacy_id="L-shared")
+    staff = app.test_client()
+    assert sign_in(staff, create_staff(app, "agent@example.com", "agent")).status_code == 303
+    sent = post(staff, f"/support/customers/{customer.id}/send", {"reason": "customer asked"})
+    assert sent.status_code == 303
+    api = app.test_client()
+    auth = {"Authorization": f"Bearer {secret}"}
+    assert create(api, auth, {"customer": "L-shared", "send": True}).status_code == 201
+    third = create(api, auth, {"customer": "L-shared", "send": True})
+    assert third.status_code == 429
+    assert third.get_json()["error"] == "rate_limited"
