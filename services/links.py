@@ -39,10 +39,12 @@ TOKEN_SHAPE = re.compile(r"\.?[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+"
 class LinkError(Exception):
     """A link that cannot be used; `reason` is tampered | expired | revoked | used."""
 
-    def __init__(self, reason: str, link: Link | None = None):
+    def __init__(self, reason: str, link: Link | None = None, *, locale: str | None = None):
         super().__init__(reason)
         self.reason = reason
         self.link = link
+        # Whose link it was, when we know: the friendly page speaks their language.
+        self.locale = locale if locale is not None else (link.customer.locale if link else None)
 
 
 @dataclass(frozen=True)
@@ -236,7 +238,7 @@ def view_link(token: str, *, now: datetime | None = None) -> LinkView:
     first = rows[0]
     state = link_state(first, now or utcnow())
     if state != "live":
-        raise LinkError(state)
+        raise LinkError(state, locale=first.locale)
     return LinkView(public_id=first.public_id, expires_at=first.expires_at,
                     customer_name=first.name, customer_email=first.email,
                     legacy_id=first.legacy_id, locale=first.locale, card=_known_card(rows))

@@ -123,10 +123,28 @@ def language(code: str) -> Language:
     if found is None:
         with force_locale(code):
             translations = get_translations()  # Flask-Babel's loader and directories
-        env = current_app.jinja_env.overlay(cache_size=100)  # its own compiled templates
-        env.install_gettext_translations(translations, newstyle=True)
-        found = cache[code] = Language(code, env, translations, Locale.parse(code))
+        found = cache[code] = Language(code, _environment(translations), translations,
+                                       Locale.parse(code))
     return found
+
+
+def _environment(translations: NullTranslations) -> Environment:
+    """A Jinja environment of the app's own templates, filters and globals for one language.
+
+    Not an overlay of the app's environment: an overlay shares its parent's `globals` and the
+    i18n extension's installer, so installing a catalogue in one language's overlay switched
+    every language (a French page, then English customers' pages in French).
+    """
+    base = current_app.jinja_env
+    env = Environment(loader=base.loader, autoescape=base.autoescape,
+                      auto_reload=base.auto_reload, extensions=["jinja2.ext.i18n"],
+                      cache_size=100)
+    env.globals.update(base.globals)
+    env.filters.update(base.filters)
+    env.tests.update(base.tests)
+    env.policies.update(base.policies)  # Flask-Babel's ext.i18n.trimmed, among others
+    env.install_gettext_translations(translations, newstyle=True)
+    return env
 
 
 # What changes from one email to the next. Everything else in a template's context (company,

@@ -50,6 +50,8 @@ def gateway():
 
 
 def invalid_link_page(err: LinkError, token: str = ""):
+    if err.locale:
+        choose(err.locale)
     return (
         render("customer/invalid.html", reason=err.reason, token=token),
         INVALID_STATUS.get(err.reason, 404),

@@ -81,3 +81,74 @@ def test_messages_for_the_pages_script_are_in_the_customers_language(french, fau
     response = client.post(f"/u/{token}/intent", json={}, headers={"X-CSRFToken": csrf})
     assert response.status_code == 503
     assert response.get_json()["message"].startswith("Nous n’avons pas pu joindre")
+
+
+def _used_link_page(app, make_customer, locale):
+    from datetime import UTC, datetime
+
+    from extensions import db
+    from models import Link
+    from services.links import find_link
+
+    token, public_id = link_for(app, make_customer(locale=locale).id)
+    with app.app_context():
+        link: Link = find_link(public_id)
+        link.used_at = datetime.now(UTC)
+        db.session.commit()
+    return app.test_client().get(f"/u/{token}").get_data(as_text=True)
+
+
+def test_french_then_english_then_french_in_one_process_each_in_their_own_language(
+        make_app, fault, make_customer):
+    app = make_app(STRIPE_API_BASE=fault.url, CARD_FORM="card_element")
+    client = app.test_client()
+    fr_token, _ = link_for(app, make_customer(locale="fr").id)
+    en_token, _ = link_for(app, make_customer(locale="en").id)
+    for _ in range(2):
+        assert "Mettez à jour votre carte" in client.get(f"/u/{fr_token}").get_data(as_text=True)
+        english = client.get(f"/u/{en_token}").get_data(as_text=True)
+        assert "Update your card" in english and "Mettez" not in english
+    assert "Ce lien a déjà été utilisé" in _used_link_page(app, make_customer, "fr")
+    english_used = _used_link_page(app, make_customer, "en")
+    assert "This link has already been used" in english_used
+    assert "déjà" not in english_used
+    french_404 = client.get("/nowhere", headers={"Accept-Language": "fr"}).get_data(as_text=True)
+    english_404 = client.get("/nowhere", headers={"Accept-Language": "en"}).get_data(as_text=True)
+    assert '<html lang="fr">' in french_404 and '<html lang="en">' in english_404
+    assert "Page not found" in english_404 and "Page not found" not in french_404
+
+
+def test_emails_in_french_then_english_each_in_their_own_language(app):
+    from services.mailer import render
+
+    with app.app_context():
+        # Each round a new shape of email (rendered afresh, not from an earlier render).
+        for fields in ({"name": "Ada"}, {}, {"card": "Visa 4242"}):
+            fr_text, _ = render("confirmation", "fr", **fields)
+            en_text, _ = render("confirmation", "en", **fields)
+            assert "carte" in fr_text.lower() and "carte" not in en_text.lower(), fields
+            assert "card" in en_text.lower()
+
+
+def test_two_threads_rendering_two_languages_at_once_never_mix(make_app, fault, make_customer):
+    import threading
+
+    app = make_app(STRIPE_API_BASE=fault.url, CARD_FORM="card_element")
+    tokens = {"fr": link_for(app, make_customer(locale="fr").id)[0],
+              "en": link_for(app, make_customer(locale="en").id)[0]}
+    wrong = []
+
+    def read(code: str, expected: str, unexpected: str) -> None:
+        client = app.test_client()
+        for _ in range(25):
+            html = client.get(f"/u/{tokens[code]}").get_data(as_text=True)
+            if expected not in html or unexpected in html:
+                wrong.append(code)
+
+    threads = [threading.Thread(target=read, args=("fr", "Mettez à jour", "Update your card")),
+               threading.Thread(target=read, args=("en", "Update your card", "Mettez à jour"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wrong == []
