@@ -9,10 +9,12 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+from flask import current_app
 from huey import crontab
 
 from extensions import db, huey
 from models.types import utcnow
+from services.queue import URGENT
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,25 @@ def deliver_emails(email_ids: list[int]) -> None:
             deliver_emails.schedule(args=(list(email_ids),), eta=report.retry_at)
 
 
+STRIPE_RETRY = timedelta(minutes=1)
+
+
+@huey.task(priority=URGENT)
+def process_stripe_event(row_id: int) -> None:
+    """A stored webhook event, processed off the web request; Stripe down: again later."""
+    from services import webhook_events
+    from services.stripe_gateway import StripeUnavailable
+
+    with huey.app_context():
+        try:
+            webhook_events.process(row_id, current_app.extensions["stripe_gateway"])
+            db.session.commit()
+        except StripeUnavailable:
+            db.session.rollback()
+            log.warning("stripe event %s waits: Stripe unavailable", row_id)
+            process_stripe_event.schedule(args=(row_id,), eta=utcnow() + STRIPE_RETRY)
+
+
 @huey.task()
 def run_console_import(job_id: str) -> None:
     """A file a staff member uploaded in the console: imported here, never in a web process."""
@@ -40,16 +61,20 @@ def run_console_import(job_id: str) -> None:
 
 
 def _pump(grace: timedelta) -> int:
-    """Release dead workers' rows and ask again for due rows nobody is sending."""
-    from services import outbox
+    """Release dead workers' rows and ask again for due rows nobody is sending; the same for
+    stored webhook events whose task was lost."""
+    from services import outbox, webhook_events
     from services.queue import enqueue_delivery
 
     with huey.app_context():
         outbox.reap_dead_claims()
         db.session.commit()  # the reaper's own requeued rows are enqueued by this commit
         ids = outbox.overdue_ids(utcnow() - grace)
+        events = webhook_events.unprocessed_ids(utcnow() - grace)
     if ids:
         enqueue_delivery([(ids, None, False)])
+    for row_id in events:
+        process_stripe_event(row_id)
     return len(ids)
 
 

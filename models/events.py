@@ -12,7 +12,8 @@ from models.types import UTCDateTime, utcnow
 
 
 class StripeEvent(db.Model):
-    """One row per Stripe event id: the dedupe key for at-least-once webhook delivery."""
+    """One row per Stripe event id: the dedupe key for at-least-once webhook delivery, and the
+    event itself until the worker has processed it (then only its outcome stays)."""
 
     __tablename__ = "stripe_events"
 
@@ -22,6 +23,8 @@ class StripeEvent(db.Model):
     object_id: Mapped[str | None] = mapped_column(String(255))
     outcome: Mapped[str] = mapped_column(String(40))
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    payload: Mapped[dict | None] = mapped_column(JSON)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
 
 
 class CustomerEvent(db.Model):

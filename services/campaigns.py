@@ -14,10 +14,8 @@ import math
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from functools import lru_cache
 
 from flask import current_app
-from itsdangerous import URLSafeTimedSerializer
 from sqlalchemy import and_, bindparam, distinct, exists, func, insert, or_, select, update
 
 from extensions import db
@@ -37,31 +35,10 @@ QUIET_AFTER_EMAIL = timedelta(hours=20)  # no reminder right after another email
 
 
 # -- links for campaign emails -------------------------------------------------------------------
-class _SignedAsOf(link_service.LinkSigner):
-    """A timestamp signer whose clock is fixed to the moment given (the link's creation)."""
-
-    def __init__(self, *args, timestamp: int, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._timestamp = timestamp
-
-    def get_timestamp(self) -> int:
-        return self._timestamp
-
-
 def signed_url(link: Link) -> str:
     """The link's URL, signed as of the link's creation: the same token `issue_link` returned
-    (so the URL printed by `flask links create --send` is the one in the email), and a token
-    whose signed age is the link's age."""
-    serializer = _serializer_as_of(tuple(current_app.config["LINK_SECRET_KEYS"]),
-                                   int(link.created_at.timestamp()))
-    return link_service.url_for_token(serializer.dumps(link.public_id))
-
-
-@lru_cache(maxsize=64)
-def _serializer_as_of(keys: tuple[str, ...], timestamp: int) -> URLSafeTimedSerializer:
-    # A wave's links are made in the same second: one serializer signs the whole batch.
-    return link_service.LinkSerializer(list(keys), salt=link_service.SALT, signer=_SignedAsOf,
-                                       signer_kwargs={"timestamp": timestamp})
+    (so the URL printed by `flask links create --send` is the one in the email)."""
+    return link_service.url_for_token(link_service.token_for(link))
 
 
 _LINKS, _EVENTS, _CUSTOMERS = Link.__table__, CustomerEvent.__table__, Customer.__table__

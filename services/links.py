@@ -173,8 +173,29 @@ def find_link(public_id: object) -> Link | None:
 
 
 def token_for(link: Link) -> str:
-    """A token for an existing link (a browser that kept only the public id, coming back)."""
-    return _serializer().dumps(link.public_id)
+    """The link's token, signed as of the link's creation: the very token `issue_link` gave,
+    whose signed age is the link's age (emails, and a browser that kept only the public id)."""
+    serializer = _serializer_as_of(tuple(current_app.config["LINK_SECRET_KEYS"]),
+                                   int(link.created_at.timestamp()))
+    return serializer.dumps(link.public_id)
+
+
+class _SignedAsOf(LinkSigner):
+    """A timestamp signer whose clock is fixed to the moment given (the link's creation)."""
+
+    def __init__(self, *args, timestamp: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._timestamp = timestamp
+
+    def get_timestamp(self) -> int:
+        return self._timestamp
+
+
+@lru_cache(maxsize=64)
+def _serializer_as_of(keys: tuple[str, ...], timestamp: int) -> URLSafeTimedSerializer:
+    # A wave's links are made in the same second: one serializer signs the whole batch.
+    return LinkSerializer(list(keys), salt=SALT, signer=_SignedAsOf,
+                          signer_kwargs={"timestamp": timestamp})
 
 
 def _plausible(public_id: object) -> bool:

@@ -299,25 +299,42 @@ class StripeGateway:
     ) -> dict:
         """Verify `Stripe-Signature` over the raw body and return the event as a dict.
 
-        stripe-python rejects only stale timestamps; one from the future is refused here too.
+        BadSignature for anything that cannot be verified or is not a Stripe event: a body
+        that is not UTF-8, a header with no or several timestamps, a timestamp too old or in
+        the future, a signed body that is not an event object.
         """
         if not header:
             raise BadSignature("missing Stripe-Signature header")
+        try:
+            text = payload.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BadSignature("body is not UTF-8") from exc
+        stamps = [p.split("=", 1)[1] for p in header.split(",") if p.strip().startswith("t=")]
+        if len(stamps) != 1 or not stamps[0].strip().isdigit():
+            # stripe-python verifies the first t=; a second could hide another timestamp
+            raise BadSignature("Stripe-Signature needs exactly one timestamp")
         stripe = _sdk()
         try:
-            stripe.WebhookSignature.verify_header(
-                payload, header, secret, WEBHOOK_TOLERANCE_SECONDS
-            )
+            stripe.WebhookSignature.verify_header(text, header, secret,
+                                                  WEBHOOK_TOLERANCE_SECONDS)
         except stripe.SignatureVerificationError as exc:
             raise BadSignature(str(exc).split(".")[0]) from exc
-        stamp = dict(p.split("=", 1) for p in header.split(",") if "=" in p).get("t", "")
         now = time.time() if now is None else now
-        if int(stamp) > now + WEBHOOK_TOLERANCE_SECONDS:
+        if int(stamps[0]) > now + WEBHOOK_TOLERANCE_SECONDS:  # the timestamp Stripe verified
             raise BadSignature("timestamp is in the future")
         try:
-            event = json.loads(payload)
-        except ValueError as exc:
+            event = json.loads(text)
+        except (ValueError, RecursionError) as exc:
             raise BadSignature("body is not JSON") from exc
-        if not isinstance(event, dict) or event.get("object") != "event" or "id" not in event:
+        if not _is_event(event):
             raise BadSignature("body is not a Stripe event")
         return event
+
+
+def _is_event(event: object) -> bool:
+    if not isinstance(event, dict) or event.get("object") != "event":
+        return False
+    data = event.get("data")
+    return (isinstance(event.get("id"), str) and 0 < len(event["id"]) <= 255
+            and isinstance(event.get("type"), str) and 0 < len(event["type"]) <= 100
+            and isinstance(data, dict) and isinstance(data.get("object"), dict))
