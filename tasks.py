@@ -51,6 +51,16 @@ def process_stripe_event(row_id: int) -> None:
             process_stripe_event.schedule(args=(row_id,), eta=utcnow() + STRIPE_RETRY)
 
 
+@huey.task(priority=URGENT)
+def send_fresh_link(email: str, public_id: str | None) -> None:
+    """A customer asked for a fresh link: the lookup happens here, not in the request."""
+    from services import fresh_links
+
+    with huey.app_context():
+        fresh_links.send_fresh_link(email, public_id)
+        db.session.commit()
+
+
 @huey.task()
 def run_console_import(job_id: str) -> None:
     """A file a staff member uploaded in the console: imported here, never in a web process."""

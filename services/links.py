@@ -146,6 +146,12 @@ def _verify(token: str) -> tuple[str | None, str | None]:
         raise LinkError("tampered") from exc
 
 
+def public_id_of(token: str) -> str | None:
+    """The public id a genuine token names, expired or not (LinkError for a forged one)."""
+    public_id, _problem = _verify(token)
+    return public_id if _plausible(public_id) else None
+
+
 def load_link(token: str, *, now: datetime | None = None, allow_spent: bool = False) -> Link:
     """The live link behind `token`, or LinkError saying why not (no state is changed).
 
