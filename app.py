@@ -11,6 +11,7 @@ import logs
 import security
 from config import derive, load_config
 from extensions import csrf, db, limiter, login_manager, migrate
+from services import staff as staff_service
 
 
 class CardBridge(Flask):
@@ -101,6 +102,7 @@ def register_extensions(app: Flask) -> None:
     processors = app.template_context_processors[None]
     processors[:] = [p for p in processors if p.__name__ != "_user_context_processor"]
     security.init_app(app)
+    staff_service.init_app(app)  # the unknown-email dummy hash, made before any visitor
     from services.queue import init_app as init_queue_mail_babel  # huey, Flask-Mail, Babel
     init_queue_mail_babel(app)
     app.extensions.setdefault("stripe_gateway", StripeGateway.from_config(app.config))

@@ -73,6 +73,9 @@ def load_config(instance_path: str | os.PathLike, env: dict | None = None) -> di
     link_keys = [k.strip() for k in env.get("LINK_SECRET_KEYS", "").split(",") if k.strip()]
     if not link_keys:
         link_keys = [secret_key]
+    # Staff TOTP secrets are encrypted at rest with these (newest last); unset, a key derived
+    # from SECRET_KEY (derive()). Their own keys keep them apart from SECRET_KEY.
+    totp_keys = [k.strip() for k in env.get("TOTP_ENCRYPTION_KEYS", "").split(",") if k.strip()]
 
     card_form = env.get("CARD_FORM", "payment_element")
     if card_form not in CARD_FORMS:
@@ -143,6 +146,7 @@ def load_config(instance_path: str | os.PathLike, env: dict | None = None) -> di
         # The largest body anywhere: the console's import uploads. Every other route has its
         # own, smaller bound (BODY_LIMITS, applied per blueprint by security.py).
         "MAX_CONTENT_LENGTH": 64 * 1024 * 1024,
+        "TOTP_ENCRYPTION_KEYS": totp_keys,
         "LOG_FORMAT": "json" if env.get("LOG_FORMAT", "").lower() == "json" else "text",
         "BODY_LIMITS": {"customer": 16 * 1024, "api": 16 * 1024, "csp": 16 * 1024,
                         "webhooks": 1024 * 1024, "hooks_email": 1024 * 1024,
@@ -169,7 +173,7 @@ TUNING_INTS = (
 TUNING_LIMITS = (  # Flask-Limiter strings such as "10 per minute;100 per hour"
     "STAFF_LOGIN_LIMIT_PER_IP", "STAFF_LOGIN_LIMIT_PER_ACCOUNT",
     "STAFF_LOGIN_LIMIT_ACCOUNT_CEILING", "STAFF_LINK_LIMIT", "STAFF_CUSTOMER_LINK_LIMIT",
-    "API_RATE_LIMIT", "API_AUTH_FAILURE_LIMIT",
+    "API_RATE_LIMIT", "API_AUTH_FAILURE_LIMIT", "STAFF_PASSWORD_CHECK_LIMIT",
 )
 
 
@@ -179,6 +183,8 @@ def derive(config, explicit=frozenset()) -> None:
     Cookies are `Secure` with the `__Host-` prefix whenever links are served over HTTPS
     outside debug; plain-HTTP development keeps working.
     """
+    if not config.get("TOTP_ENCRYPTION_KEYS"):
+        config["TOTP_ENCRYPTION_KEYS"] = ["totp:" + str(config["SECRET_KEY"])]
     secure = not config.get("DEBUG") and config["PUBLIC_BASE_URL"].startswith("https://")
     if "SESSION_COOKIE_SECURE" not in explicit:
         config["SESSION_COOKIE_SECURE"] = secure

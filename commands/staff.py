@@ -59,6 +59,22 @@ def staff_disable(email: str) -> None:
     click.echo(f"disabled {user.email}; their sessions have ended")
 
 
+@staff_cli.command("rotate-totp-key")
+def staff_rotate_totp_key() -> None:
+    """Re-encrypt every TOTP secret with the newest TOTP_ENCRYPTION_KEYS key."""
+    try:
+        count = staff_service.rotate_totp_secrets()
+    except Exception as exc:  # a key missing from TOTP_ENCRYPTION_KEYS: nothing is changed
+        db.session.rollback()
+        raise click.ClickException(
+            "a TOTP secret does not decrypt with TOTP_ENCRYPTION_KEYS; keep the old key "
+            f"listed until the rotation has run ({type(exc).__name__})") from None
+    audit.record("cli", "staff.totp_key_rotated", None, details={"secrets": count})
+    db.session.commit()
+    click.echo(f"re-encrypted {count} TOTP secret{'s' if count != 1 else ''} "
+               "with the newest key")
+
+
 @staff_cli.command("list")
 def staff_list() -> None:
     """List staff accounts."""

@@ -28,13 +28,18 @@ class StaffUser(db.Model):
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(10), default="agent")
     active: Mapped[bool] = mapped_column(default=True)
-    # Base32 TOTP secret once enrolment is confirmed; None means no second factor yet.
-    totp_secret: Mapped[str | None] = mapped_column(String(64))
+    # The TOTP secret once enrolment is confirmed, encrypted (Fernet, TOTP_ENCRYPTION_KEYS;
+    # read it with services.staff.totp_secret_of); None means no second factor yet.
+    totp_secret: Mapped[str | None] = mapped_column(String(255))
     # The last accepted TOTP time step: a code is good once, never replayed.
     totp_last_step: Mapped[int | None]
     # Flask-Login's "alternative id": sessions carry this, not the row id, so changing it
     # (disable, sign out, password or role change) ends every session of this person at once.
     session_key: Mapped[str] = mapped_column(String(64), unique=True, default=new_session_key)
+    # Between the password and the code step: the SHA-256 of a random marker the browser holds
+    # (never the session key), single use, dated.
+    login_marker: Mapped[str | None] = mapped_column(String(64), unique=True)
+    login_marker_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 

@@ -6,14 +6,18 @@ and the caller commits.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
+import re
 import secrets
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pyotp
-from flask import current_app
-from sqlalchemy import select
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from flask import Flask, current_app
+from sqlalchemy import select, update
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from extensions import db
@@ -46,6 +50,24 @@ def hash_password(password: str) -> str:
 
 
 _dummy_hashes: dict[str, str] = {}
+EMAIL_SHAPE = re.compile(r"[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{1,63}")
+
+
+def init_app(app: Flask) -> None:
+    """Make the unknown-email dummy hash now, so no visitor's first try pays for it."""
+    with app.app_context():
+        _dummy_hash()
+
+
+def audit_target(typed: str | None) -> str | None:
+    """What a failed sign-in records of the email field: the address when it is one, else a
+    hash (people type passwords into the wrong field; the trail must not keep them)."""
+    value = normalize_email(typed)
+    if not value:
+        return None
+    if len(value) <= MAX_EMAIL_LENGTH and EMAIL_SHAPE.fullmatch(value):
+        return value
+    return "sha256:" + hashlib.sha256(value.encode("utf-8", "replace")).hexdigest()[:16]
 
 
 def _dummy_hash() -> str:
@@ -177,31 +199,114 @@ def _matching_step(secret: str, code: str, at: float | None = None) -> int | Non
     return found
 
 
+def _fernet() -> MultiFernet:
+    """TOTP_ENCRYPTION_KEYS (newest last, like LINK_SECRET_KEYS): the newest encrypts, all
+    decrypt. Any secret string works as a key: it is hashed into Fernet's 32-byte form."""
+    keys = current_app.config["TOTP_ENCRYPTION_KEYS"]
+    return MultiFernet([Fernet(base64.urlsafe_b64encode(hashlib.sha256(k.encode()).digest()))
+                        for k in reversed(keys)])
+
+
+def _seal(secret: str) -> str:
+    return _fernet().encrypt(secret.encode()).decode()
+
+
+def _is_sealed(stored: str) -> bool:
+    return stored.startswith("gAAAAA")  # Fernet's version byte; a base32 secret never is
+
+
+def totp_secret_of(user: StaffUser) -> str | None:
+    """The user's TOTP secret in clear (stored encrypted; a secret stored before encryption
+    was added reads as it is until `flask staff rotate-totp-key` seals it)."""
+    stored = user.totp_secret
+    if not stored or not _is_sealed(stored):
+        return stored
+    try:
+        return _fernet().decrypt(stored.encode()).decode()
+    except InvalidToken as exc:
+        raise StaffError("the TOTP secret does not decrypt with TOTP_ENCRYPTION_KEYS") from exc
+
+
+def rotate_totp_secrets() -> int:
+    """Re-encrypt every TOTP secret with the newest key (and seal any stored in clear)."""
+    count = 0
+    for user in db.session.execute(select(StaffUser).where(StaffUser.totp_secret.is_not(None))
+                                   ).scalars():
+        stored = user.totp_secret
+        user.totp_secret = (_fernet().rotate(stored.encode()).decode() if _is_sealed(stored)
+                            else _seal(stored))
+        count += 1
+    return count
+
+
 def enrol_totp(user: StaffUser, secret: str, code: str, at: float | None = None) -> bool:
     """Turn on two-factor for `user` if `code` proves they stored `secret`."""
     step = _matching_step(secret, code, at)
     if step is None:
         return False
-    user.totp_secret = secret
+    user.totp_secret = _seal(secret)
     user.totp_last_step = step
     return True
 
 
 def verify_totp(user: StaffUser, code: str, at: float | None = None) -> bool:
-    """True once per code: a step at or before the last accepted one is a replay."""
-    if not user.totp_secret:
+    """True once per code, atomically: two requests with one code, at the same moment, in
+    two processes, and only one passes (a conditional UPDATE only one can win; the other
+    waits for the winner's commit and then matches no row)."""
+    secret = totp_secret_of(user)
+    if not secret:
         return False
-    step = _matching_step(user.totp_secret, code, at)
-    if step is None or (user.totp_last_step is not None and step <= user.totp_last_step):
+    step = _matching_step(secret, code, at)
+    if step is None:
         return False
-    user.totp_last_step = step
-    return True
+    won = db.session.execute(
+        update(StaffUser)
+        .where(StaffUser.id == user.id,
+               (StaffUser.totp_last_step.is_(None)) | (StaffUser.totp_last_step < step))
+        .values(totp_last_step=step)
+        .execution_options(synchronize_session=False)
+    ).rowcount == 1
+    if won:
+        db.session.refresh(user)
+    return won
 
 
 def reset_totp(user: StaffUser) -> None:
     user.totp_secret = None
     user.totp_last_step = None
     user.end_sessions()
+
+
+# -- the step between password and code ----------------------------------------------------------
+LOGIN_MARKER_MAX_AGE = timedelta(minutes=5)
+
+
+def _marker_hash(marker: str) -> str:
+    return hashlib.sha256(marker.encode("utf-8", "replace")).hexdigest()
+
+
+def start_pending_login(user: StaffUser) -> str:
+    """A random marker for the browser to hold between the password and the code steps."""
+    marker = secrets.token_urlsafe(24)
+    user.login_marker, user.login_marker_at = _marker_hash(marker), utcnow()
+    return marker
+
+
+def pending_user(marker: str | None) -> StaffUser | None:
+    """The account whose password step this marker finished, while it is fresh."""
+    if not isinstance(marker, str) or not marker:
+        return None
+    user = db.session.execute(
+        select(StaffUser).where(StaffUser.login_marker == _marker_hash(marker))
+    ).scalar_one_or_none()
+    if user is None or not user.active or user.login_marker_at is None \
+            or utcnow() - user.login_marker_at > LOGIN_MARKER_MAX_AGE:
+        return None
+    return user
+
+
+def end_pending_login(user: StaffUser) -> None:
+    user.login_marker = user.login_marker_at = None
 
 
 # -- the demo --------------------------------------------------------------------------------

@@ -4,18 +4,32 @@ from __future__ import annotations
 
 import secrets
 
-from flask import flash, redirect, render_template, request, session, url_for
+from flask import current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user
 
 from blueprints.support import bp
 from blueprints.support.auth import BAD_CODE, enrolment_secret
 from blueprints.support.guard import client_ip, start_session
-from extensions import db
+from extensions import db, limiter
 from models import StaffUser
 from services import audit
 from services import staff as staff_service
 
 NONCE = "staff_totp_nonce"
+WRONG_PASSWORD = "Your current password is not right."
+
+
+def _password_checks() -> str:
+    return current_app.config.get("STAFF_PASSWORD_CHECK_LIMIT", "5 per minute;20 per hour")
+
+
+def _me_key() -> str:
+    return f"staff-password-check:{current_user.get_id()}"
+
+
+# Each POST that checks the current password is a guess at it: limited per staff member.
+password_checks = limiter.shared_limit(_password_checks, scope="staff-password-check",
+                                       key_func=_me_key, methods=["POST"])
 
 
 def _me() -> StaffUser:
@@ -34,6 +48,7 @@ def account():
 
 
 @bp.route("/account/two-step", methods=["GET", "POST"])
+@password_checks
 def totp_setup():
     user = _me()
     if user.has_totp:
@@ -46,7 +61,10 @@ def totp_setup():
     secret = enrolment_secret(user, nonce)
     error = None
     if request.method == "POST":
-        if staff_service.enrol_totp(user, secret, request.form.get("code", "")):
+        # Whoever holds an open session (a borrowed laptop) must not bind their own phone.
+        if staff_service.authenticate(user.email, request.form.get("password", "")) is None:
+            error = WRONG_PASSWORD
+        elif staff_service.enrol_totp(user, secret, request.form.get("code", "")):
             user.end_sessions()  # other devices sign in again, now with a code
             audit.record(user.email, "staff.2fa_enrolled", user.email, ip=client_ip())
             db.session.commit()
@@ -55,20 +73,22 @@ def totp_setup():
             flash("Two-step verification is on. You will need a code each time you sign in.",
                   "success")
             return redirect(url_for("support.account"), code=303)
-        error = BAD_CODE
+        else:
+            error = BAD_CODE
     return render_template("support/totp_setup.html", secret=secret, error=error,
                            uri=staff_service.totp_uri(user.email, secret),
                            action=url_for("support.totp_setup"), signing_in=False)
 
 
 @bp.post("/account/password")
+@password_checks
 def change_password():
     user = _me()
     current = request.form.get("current_password", "")
     new, again = request.form.get("new_password", ""), request.form.get("new_password_again", "")
     error = None
     if staff_service.authenticate(user.email, current) is None:
-        error = "Your current password is not right."
+        error = WRONG_PASSWORD
     elif new != again:
         error = "The two new passwords are not the same."
     else:

@@ -60,7 +60,7 @@ def _account_ceiling_key() -> str:
 
 def _pending_key() -> str:
     pending = session.get(PENDING) or {}
-    return "staff-2fa:" + _digest(str(pending.get("key", "")))
+    return "staff-2fa:" + _digest(str(pending.get("marker", "")))
 
 
 def _ip_key() -> str:
@@ -79,7 +79,7 @@ def _pending_user() -> tuple[StaffUser | None, dict]:
     pending = session.get(PENDING)
     if not isinstance(pending, dict) or time.time() - pending.get("at", 0) > PENDING_MAX_AGE:
         return None, {}
-    user = staff_service.load_by_session_key(pending.get("key", ""))
+    user = staff_service.pending_user(pending.get("marker"))
     return user, pending
 
 
@@ -93,6 +93,7 @@ def enrolment_secret(user: StaffUser, nonce: str) -> str:
 
 def _finish_login(user: StaffUser, nxt: str | None):
     session.clear()  # a new session: nothing set before sign-in survives it
+    staff_service.end_pending_login(user)
     login_user(user)
     start_session()
     staff_service.record_login(user)
@@ -116,16 +117,19 @@ def login():
     email = request.form.get("email", "")
     user = staff_service.authenticate(email, request.form.get("password", ""))
     if user is None:
-        audit.record("anonymous", "staff.login_failed",
-                     staff_service.normalize_email(email)[:255] or None, ip=client_ip())
+        audit.record("anonymous", "staff.login_failed", staff_service.audit_target(email),
+                     ip=client_ip())
         db.session.commit()
         return render_template("support/login.html", next=nxt, email=email, error=FAILED)
     needs_code = user.has_totp or current_app.config.get("STAFF_REQUIRE_2FA")
     if not needs_code:
         return _finish_login(user, nxt)
     session.clear()
-    session[PENDING] = {"key": user.session_key, "at": int(time.time()), "next": nxt,
+    # A random marker, not the account's session key: the cookie is signed, not encrypted.
+    session[PENDING] = {"marker": staff_service.start_pending_login(user),
+                        "at": int(time.time()), "next": nxt,
                         "nonce": secrets.token_urlsafe(12)}
+    db.session.commit()
     target = "support.login_code" if user.has_totp else "support.login_enrol"
     return redirect(url_for(target), code=303)
 

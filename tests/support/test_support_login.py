@@ -220,7 +220,10 @@ def test_required_two_factor_makes_a_new_user_enrol_before_anything_else(app_2fa
         "csrf_token": token_of(client, "/support/login/enrol")})
     assert done.status_code == 303 and done.headers["Location"] == "/support/"
     assert client.get("/support/").status_code == 200
-    assert staff_row(app_2fa, staff.id).totp_secret == secret
+    stored = staff_row(app_2fa, staff.id).totp_secret
+    assert stored != secret and secret not in stored  # encrypted at rest
+    with app_2fa.app_context():
+        assert staff_service.totp_secret_of(staff_row(app_2fa, staff.id)) == secret
     assert len(audit_rows(app_2fa, "staff.2fa_enrolled")) == 1
 
 
@@ -280,7 +283,8 @@ def test_signed_in_user_without_two_factor_is_sent_to_set_it_up_when_required(ap
     assert response.headers["Location"] == "/support/account/two-step"
     page = client.get("/support/account/two-step").get_data(as_text=True)
     secret = page.split('data-copy="')[1].split('"')[0]
-    response = post(client, "/support/account/two-step", {"code": pyotp.TOTP(secret).now()},
+    response = post(client, "/support/account/two-step",
+                    {"code": pyotp.TOTP(secret).now(), "password": staff.password},
                     token_page="/support/account/two-step")
     assert response.status_code == 303
     assert client.get("/support/customers").status_code == 200
@@ -292,7 +296,8 @@ def test_enrolling_from_the_console_ends_other_sessions(app, agent):
     sign_in(phone, agent)
     page = laptop.get("/support/account/two-step").get_data(as_text=True)
     secret = page.split('data-copy="')[1].split('"')[0]
-    post(laptop, "/support/account/two-step", {"code": pyotp.TOTP(secret).now()},
+    post(laptop, "/support/account/two-step",
+         {"code": pyotp.TOTP(secret).now(), "password": agent.password},
          token_page="/support/account/two-step")
     assert laptop.get("/support/").status_code == 200
     assert phone.get("/support/").status_code == 303
