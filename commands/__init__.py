@@ -24,3 +24,6 @@ def register(app: Flask) -> None:
 
     for command in (campaign_cli, worker, bounce_cli):
         app.cli.add_command(command)
+    from commands.payment_page import check_payment_page
+
+    app.cli.add_command(check_payment_page)
