@@ -14,32 +14,9 @@ from extensions import csrf, db, limiter, login_manager, migrate
 from services import staff as staff_service
 
 
-class CardBridge(Flask):
-    """Flask, minus one cost per hook per request.
-
-    Flask asks `inspect.iscoroutinefunction` of every before/after/teardown hook and view on
-    every request; the answer never changes for a given function, so remember it.
-    """
-
-    _SYNC_CACHE_LIMIT = 4096
-
-    def ensure_sync(self, func):
-        cache = self.__dict__.setdefault("_sync_cache", {})
-        try:
-            return cache[func]
-        except KeyError:
-            pass
-        except TypeError:  # an unhashable callable: nothing to remember
-            return super().ensure_sync(func)
-        wrapped = super().ensure_sync(func)
-        if len(cache) < self._SYNC_CACHE_LIMIT:
-            cache[func] = wrapped
-        return wrapped
-
-
 def create_app(config: Mapping | None = None) -> Flask:
     config = dict(config or {})
-    app = CardBridge(__name__, instance_path=config.pop("INSTANCE_PATH", None),
+    app = Flask(__name__, instance_path=config.pop("INSTANCE_PATH", None),
                 instance_relative_config=True)
     env = dict(os.environ)
     if config.get("TESTING"):
@@ -97,10 +74,6 @@ def register_extensions(app: Flask) -> None:
     limiter.enabled = True
     limiter.init_app(app)
     login_manager.init_app(app)
-    # Flask-Login's context processor loads the staff user on every render, customer pages and
-    # emails included; only the console needs it, and its blueprint provides `staff` itself.
-    processors = app.template_context_processors[None]
-    processors[:] = [p for p in processors if p.__name__ != "_user_context_processor"]
     security.init_app(app)
     staff_service.init_app(app)  # the unknown-email dummy hash, made before any visitor
     from services.queue import init_app as init_queue_mail_babel  # huey, Flask-Mail, Babel

@@ -9,11 +9,9 @@ check, database reads, template, session and CSRF cookie, CSP headers. wrk cycle
 `--links` different customers' links, as real traffic would, so no cache of one page can
 flatter the figure; it sends no cookies, so every request is a first visit.
 
-A third server, bench/ceiling_app.py, serves the same page (same bytes, same headers) doing
-only the work any page must do for it (the link's signature, one indexed read of its row, a
-CSRF token in a signed session cookie, a CSP nonce) with the cheapest form of each and no
-framework beyond bare Flask. Its ratio to the bare route is the most any implementation of
-this page can reach under these server settings; the bench prints both.
+The ratio is a figure to watch, not an aim: the page renders with stock Flask, Jinja,
+Flask-WTF and SQLAlchemy, and a customer opens it a few times in a whole migration. Its
+behaviour under real load (PostgreSQL, p95 latencies) belongs to the fleet benchmarks.
 """
 
 from __future__ import annotations
@@ -28,7 +26,6 @@ sys.path = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 sys.path.insert(0, str(ROOT))
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import os  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
@@ -103,22 +100,6 @@ def gunicorn(target: str, port: int, env: dict) -> subprocess.Popen:
     )
 
 
-def skeleton(tmp: Path, html: str, csp: str) -> dict[str, str]:
-    """The first customer's page as served, with its nonce, CSRF token and customer values
-    turned into markers: what bench/ceiling_app.py fills in for each customer."""
-    nonce = re.search(r"'nonce-([^']+)'", csp).group(1)
-    csrf = re.search(r'name="csrf-token" content="([^"]+)"', html).group(1)
-    page = html.replace(nonce, "@@nonce@@").replace(csrf, "@@csrf@@")
-    for marker, value in (("name", "Bench 0"), ("email", "bench0@example.com"),
-                          ("reference", "bench-0")):
-        if value not in page:
-            raise SystemExit(f"the page no longer shows the customer's {marker}")
-        page = page.replace(value, f"@@{marker}@@")
-    (tmp / "skeleton.html").write_text(page, encoding="utf-8")
-    return {"BENCH_SKELETON": str(tmp / "skeleton.html"),
-            "BENCH_CSP": csp.replace(nonce, "@@nonce@@")}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=8)
@@ -156,37 +137,22 @@ def main() -> None:
         db.session.commit()
         page_url = f"http://127.0.0.1:{app_port}{paths[0]}"
         app_url = f"http://127.0.0.1:{app_port}"
-        link_keys = json.dumps(app.config["LINK_SECRET_KEYS"])
-        max_age = str(app.config["LINK_MAX_AGE_DAYS"] * 86400)
 
     servers = []
     try:
         servers.append(gunicorn("app:create_app()", app_port, env))
         wait_up(page_url)
         with urllib.request.urlopen(page_url) as response:
-            html, csp = response.read().decode(), response.headers["Content-Security-Policy"]
+            html = response.read().decode()
         size = len(html.encode())
         env_bare = dict(env, PYTHONPATH=str(ROOT), BENCH_BODY_SIZE=str(size))
         servers.append(gunicorn("bench.bare_app:app", bare_port, env_bare))
         bare_url = f"http://127.0.0.1:{bare_port}/bare"
         wait_up(bare_url)
-        ceiling_port = free_port()
-        env_ceiling = dict(env, PYTHONPATH=str(ROOT), BENCH_LINK_KEYS=link_keys,
-                           BENCH_LINK_MAX_AGE=max_age, BENCH_SQLITE=str(tmp / "bench.db"),
-                           **skeleton(tmp, html, csp))
-        servers.append(gunicorn("bench.ceiling_app:app", ceiling_port, env_ceiling))
-        ceiling_url = f"http://127.0.0.1:{ceiling_port}"
-        wait_up(ceiling_url + paths[0])
-        with urllib.request.urlopen(ceiling_url + paths[1]) as response:
-            same = abs(len(response.read()) - size) < 64 and "Set-Cookie" in response.headers
-        if not same:
-            raise SystemExit("the ceiling does not serve the same page")
-
         # The floor before and after the page (mean), so a machine that slows down during the
         # run flatters neither side; runs far apart are reported.
         bare_before = run_wrk(wrk, bare_url, ["/bare"], args.seconds, args.connections)
         page_rps = run_wrk(wrk, app_url, paths, args.seconds, args.connections)
-        ceiling_rps = run_wrk(wrk, ceiling_url, paths, args.seconds, args.connections)
         bare_after = run_wrk(wrk, bare_url, ["/bare"], args.seconds, args.connections)
         bare_rps = (bare_before + bare_after) / 2
     finally:
@@ -201,11 +167,7 @@ def main() -> None:
     if abs(bare_before - bare_after) > 0.15 * bare_rps:
         print("warning: the two floor runs differ by more than 15%; the machine was busy, "
               "run again")
-    print(f"ceiling (the page's own work, nothing else): {ceiling_rps:9.0f} req/s")
-    print(f"ratio page/bare:     {page_rps / bare_rps:9.2f}  (aim >= 0.80)")
-    print(f"ratio ceiling/bare:  {ceiling_rps / bare_rps:9.2f}  (the most any page doing this "
-          "work reaches here)")
-    print(f"ratio page/ceiling:  {page_rps / ceiling_rps:9.2f}")
+    print(f"ratio page/bare:     {page_rps / bare_rps:9.2f}")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ in C.
 
 from __future__ import annotations
 
-from collections import namedtuple
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from itertools import count, islice
@@ -373,53 +372,3 @@ class DriverStatement:
                                      for one in rows])
         finally:
             cursor.close()
-
-
-class DriverSelect(DriverStatement):
-    """A Core SELECT compiled once per dialect and read straight from a pooled DBAPI
-    connection, outside any Session: for a hot read-only path (the customer page).
-
-    Values go in through SQLAlchemy's bind processors and come out through its result
-    processors (a UTCDateTime is an aware datetime on every engine), as named tuples with the
-    statement's column labels; nothing else SQLAlchemy does per execution is repeated.
-    """
-
-    def __init__(self, statement, keys: set[str]) -> None:
-        super().__init__(statement, keys)
-        self._readers: dict[tuple, tuple] = {}
-
-    def _reader(self, dialect) -> tuple:
-        key = (dialect.name, dialect.driver)
-        hit = self._readers.get(key)
-        if hit is None:
-            columns = list(self.statement.selected_columns)
-            row = namedtuple("Row", [column.key for column in columns])
-            processors = [column.type.dialect_impl(dialect).result_processor(dialect, None)
-                          for column in columns]
-            hit = self._readers[key] = (row, [
-                (at, processor) for at, processor in enumerate(processors)
-                if processor is not None])
-        return hit
-
-    def all(self, params: dict) -> list:
-        engine = db.engine
-        dialect = engine.dialect
-        sql = self._for(dialect)[0]
-        row, processors = self._reader(dialect)
-        connection = engine.raw_connection()  # the pool's: its checkout and reset still apply
-        try:
-            cursor = connection.cursor()
-            try:
-                cursor.execute(sql, self._driver_params(dialect, params))
-                raw = cursor.fetchall()
-            finally:
-                cursor.close()
-        finally:
-            connection.close()
-        rows = []
-        for values in raw:
-            values = list(values)
-            for at, processor in processors:
-                values[at] = processor(values[at])
-            rows.append(row(*values))
-        return rows

@@ -32,7 +32,6 @@ from flask import current_app
 from flask_babel import force_locale, get_translations
 from flask_mail import Connection, sanitize_address, sanitize_subject
 from jinja2 import Environment
-from markupsafe import escape
 
 DEFAULT_LOCALE = "en"
 _TRANSLATIONS = Path(__file__).resolve().parent.parent / "translations"
@@ -147,20 +146,8 @@ def _environment(translations: NullTranslations) -> Environment:
     return env
 
 
-# What changes from one email to the next. Everything else in a template's context (company,
-# support address, brand colour, which blocks show) is the same for thousands of emails.
-PER_EMAIL = ("name", "reference", "url", "card", "expires", "deadline", "first_sent", "title")
-_SLOT = re.compile(r"@@cb:([a-z_]+)@@")
-
-
 def render(template: str, locale: str, **context) -> tuple[str, str]:
-    """(text, html) of `templates/email/<template>.{txt,html}` in `locale`, CSS inlined.
-
-    Rendering and CSS inlining happen once per shape of email: the templates run with a
-    marker in place of each per-email value, and each email then only fills the markers in
-    (HTML-escaped in the HTML part). Which values are present is part of the shape, so every
-    `{% if %}` in the templates still sees the real thing.
-    """
+    """(text, html) of `templates/email/<template>.{txt,html}` in `locale`, CSS inlined."""
     cfg = current_app.config
     context.setdefault("company", cfg["COMPANY_NAME"])
     context.setdefault("support_email", cfg["SUPPORT_EMAIL"])
@@ -168,22 +155,10 @@ def render(template: str, locale: str, **context) -> tuple[str, str]:
     context.setdefault("logo_url", cfg["LOGO_URL"])
     context.setdefault("site", cfg["PUBLIC_BASE_URL"])
     context["lang"] = locale
-    values = {k: str(context.pop(k)) for k in PER_EMAIL if context.get(k)}
-    for key in PER_EMAIL:
-        context.pop(key, None)
-    shape = (template, locale, tuple(sorted(values)), tuple(sorted(context.items())))
-    cache = current_app.extensions.setdefault("email_skeletons", {})
-    skeleton = cache.get(shape)
-    if skeleton is None:
-        env = language(locale).env
-        marked = {**context, **{k: f"@@cb:{k}@@" for k in values}}
-        text = env.get_template(f"email/{template}.txt").render(marked)
-        html = env.get_template(f"email/{template}.html").render(marked)
-        skeleton = cache[shape] = (_trim_text(text), _trim_html(_inliner().inline(html)))
-    text, html = skeleton
-    escaped = {k: str(escape(v)) for k, v in values.items()}
-    return (_SLOT.sub(lambda m: values[m.group(1)], text),
-            _SLOT.sub(lambda m: escaped[m.group(1)], html))
+    env = language(locale).env
+    text = env.get_template(f"email/{template}.txt").render(context)
+    html = env.get_template(f"email/{template}.html").render(context)
+    return _trim_text(text), _trim_html(_inliner().inline(html))
 
 
 _BLANK_RUN = re.compile(r"\n(?:[ \t]*\n){2,}")

@@ -58,22 +58,6 @@ def test_bad_settings_fail_fast_with_their_name(tmp_path, name, value):
         load_config(tmp_path, {"CARDBRIDGE_ENV": "development", name: value})
 
 
-def test_views_that_skip_the_rate_limiter_carry_no_limit(app):
-    """security.unmetered skips Flask-Limiter; a limit added to such a view would go unenforced."""
-    from flask_limiter.util import get_qualified_name
-
-    from extensions import limiter
-
-    unmetered = {endpoint: view for endpoint, view in app.view_functions.items()
-                 if getattr(view, "unmetered", False)}
-    assert {"customer.page", "health.healthz", "webhooks.stripe_webhook"} <= set(unmetered)
-    manager = limiter.limit_manager
-    for endpoint, view in unmetered.items():
-        assert get_qualified_name(view) not in limiter._marked_for_limiting, endpoint
-        assert not manager.has_hints(endpoint), endpoint
-        assert not manager._blueprint_limits.get(endpoint.split(".")[0]), endpoint
-
-
 def test_static_urls_carry_a_content_hash(app):
     with app.test_request_context():
         url = app.jinja_env.globals["static_url"]("css/app.css")
@@ -100,22 +84,6 @@ def test_every_tuning_knob_is_read_from_the_environment(tmp_path, name):
     config = load_config(tmp_path, {"CARDBRIDGE_ENV": "development", name: "7"})
     assert config[name] == 7
     assert name not in load_config(tmp_path, {"CARDBRIDGE_ENV": "development"})
-
-
-def test_the_rate_limiter_is_not_even_consulted_for_unmetered_views(app, make_app,
-                                                                    monkeypatch):
-    """Its hooks are wrapped to skip unmetered views; metered ones still get the check."""
-    from extensions import limiter
-
-    calls = []
-    real = limiter._check_request_limit.__func__
-    monkeypatch.setattr(type(limiter), "_check_request_limit",
-                        lambda self, *a, **kw: calls.append(1) or real(self, *a, **kw))
-    client = make_app().test_client()  # registers its hooks with the patched method
-    assert client.get("/healthz").status_code == 200
-    assert calls == []
-    client.get("/api/v1/openapi.json")
-    assert calls  # a metered blueprint (the API's limit) still goes through the limiter
 
 
 def test_an_app_without_rate_limits_does_not_switch_them_off_for_the_next(app, make_app):

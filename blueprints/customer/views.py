@@ -17,11 +17,11 @@ from flask import (
 )
 
 from blueprints.customer import bp
-from blueprints.customer.i18n import _, choose, render, render_filled
+from blueprints.customer.i18n import _, choose, render
 from extensions import db, limiter
 from models import CustomerEvent, Link
 from models.types import utcnow
-from security import link_page, stripe_page, unmetered
+from security import link_page, stripe_page
 from services import card_setup
 from services.links import LinkError, LinkView, find_link, load_link, token_for, view_link
 from services.mailer import pick_locale
@@ -65,7 +65,6 @@ def _deadline(link: Link | LinkView):
 
 
 @bp.route("/<token>", methods=["GET"])
-@unmetered
 @link_page
 def page(token: str):
     try:
@@ -83,9 +82,9 @@ def page(token: str):
     expiry = (f"{card['exp_month']:02d}/{card['exp_year']}"
               if card.get("exp_month") and card.get("exp_year") else None)
     config = current_app.config
-    return render_filled(
+    return render(
         "customer/update.html",
-        {   # this customer's: filled into the page's skeleton, escaped
+        **{
             "page_url": url_for("customer.page", token=token),
             "name": link.customer_name,
             "email": link.customer_email,

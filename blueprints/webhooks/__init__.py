@@ -12,7 +12,6 @@ import logging
 from flask import Blueprint, current_app, jsonify, request
 
 from extensions import csrf, db
-from security import unmetered
 from services import webhook_events
 from services.stripe_gateway import BadSignature, StripeGateway
 
@@ -22,7 +21,6 @@ bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 
 @bp.post("/stripe")
 @csrf.exempt
-@unmetered
 def stripe_webhook():
     from tasks import process_stripe_event
 

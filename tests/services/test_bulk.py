@@ -107,32 +107,3 @@ def test_on_postgresql_batch_lookups_use_an_index_on_tables_filled_in_this_trans
     assert settings() == before
     assert len(lookup([f"L{i:06d}" for i in range(0, 20000, 5)])) == 4000
     db.session.rollback()
-
-
-def test_driver_select_reads_what_sqlalchemy_reads_and_gives_the_connection_back(ctx):
-    from sqlalchemy import bindparam
-
-    from services.bulk import DriverSelect
-
-    table = Customer.__table__
-    BulkInsert(table, ["legacy_id", "email", "name", "card_exp_month", "mapped_at"],
-               {"status": "ready", "created_at": NOW, "updated_at": NOW}).run(
-        [("a", "a@example.com", "Ann", 7, NOW), ("b", "b@example.com", None, None, None)])
-    db.session.commit()
-    query = (select(table.c.legacy_id, table.c.name, table.c.card_exp_month, table.c.mapped_at,
-                    table.c.created_at.label("made"))
-             .where(table.c.email.in_([bindparam("first"), bindparam("second")]))
-             .order_by(table.c.legacy_id))
-    params = {"first": "a@example.com", "second": "b@example.com"}
-    expected = db.session.execute(query, params).all()
-    db.session.commit()
-    read = DriverSelect(query, {"first", "second"})
-    pool = db.engine.pool
-    before = pool.checkedout()
-    rows = read.all(params)
-    assert pool.checkedout() == before  # the pooled connection went back
-    assert [tuple(r) for r in rows] == [tuple(r) for r in expected]
-    assert rows[0].made == NOW and rows[0].made.tzinfo is not None  # UTCDateTime's processor
-    assert rows[0].mapped_at == NOW and rows[1].mapped_at is None
-    assert (rows[0].name, rows[1].name, rows[1].card_exp_month) == ("Ann", None, None)
-    assert read.all({"first": "nobody@example.com", "second": "x"}) == []
