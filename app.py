@@ -7,11 +7,10 @@ from collections.abc import Mapping
 
 from flask import Flask
 
-import logs
-import security
-from config import derive, load_config
-from extensions import csrf, db, limiter, login_manager, migrate
-from services import staff as staff_service
+from cardbridge.config import derive, load_config
+from cardbridge.extensions import csrf, db, limiter, login_manager, migrate
+from cardbridge.staff import accounts as staff_service
+from cardbridge.web import logs, security
 
 
 def create_app(config: Mapping | None = None) -> Flask:
@@ -62,7 +61,7 @@ def register_template_helpers(app: Flask) -> None:
 
 
 def register_extensions(app: Flask) -> None:
-    from services.stripe_gateway import StripeGateway
+    from cardbridge.payments.stripe_gateway import StripeGateway
 
     logs.init_app(app)
     db.init_app(app)
@@ -76,7 +75,9 @@ def register_extensions(app: Flask) -> None:
     login_manager.init_app(app)
     security.init_app(app)
     staff_service.init_app(app)  # the unknown-email dummy hash, made before any visitor
-    from services.queue import init_app as init_queue_mail_babel  # huey, Flask-Mail, Babel
+    from cardbridge.delivery.queue import (
+        init_app as init_queue_mail_babel,  # huey, Flask-Mail, Babel
+    )
     init_queue_mail_babel(app)
     app.extensions.setdefault("stripe_gateway", StripeGateway.from_config(app.config))
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
@@ -110,12 +111,12 @@ def register_blueprints(app: Flask) -> None:
 
 
 def register_error_handlers(app: Flask) -> None:
-    from errors import register
+    from cardbridge.web.errors import register
 
     register(app)
 
 
 def register_commands(app: Flask) -> None:
-    from commands import register
+    from cardbridge.cli import register
 
     register(app)

@@ -15,8 +15,8 @@ accesslog = None
 errorlog = "-"
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 # Every gunicorn record (errors, tracebacks of a worker) through cardbridge's redacting
-# formatter, the same one the app's own loggers use (logs.py).
-import logs  # noqa: E402
+# formatter, the same one the app's own loggers use (cardbridge/web/logs.py).
+from cardbridge.web import logs  # noqa: E402
 
 logconfig_dict = logs.gunicorn_logconfig(os.environ.get("LOG_FORMAT", "text").lower())
 
@@ -26,7 +26,7 @@ def on_starting(server):
     CARDBRIDGE_ALLOW_PER_PROCESS_LIMITS=1 turns the refusal into a loud warning."""
     import sys
 
-    from config import per_process_limits_problem
+    from cardbridge.config import per_process_limits_problem
 
     problem = per_process_limits_problem(dict(os.environ), server.cfg.workers)
     if problem is None:

@@ -105,9 +105,9 @@ def make_app(instance: Path, port: int, database_url: str | None, commit_every: 
 def seed(app, n: int) -> None:
     from sqlalchemy import insert
 
-    from extensions import db
-    from models import Customer
-    from models.types import utcnow
+    from cardbridge.extensions import db
+    from cardbridge.models import Customer
+    from cardbridge.models.types import utcnow
 
     now = utcnow()
     with app.app_context():
@@ -125,10 +125,10 @@ def seed(app, n: int) -> None:
 def run_ours(app, n: int, workers: int, processes: int = 1) -> tuple[float, int]:
     from sqlalchemy import func, select
 
-    from extensions import db, huey
-    from models import Email
-    from services import campaigns
-    from services.queue import run_burst
+    from cardbridge.campaigns import service as campaigns
+    from cardbridge.delivery.queue import run_burst
+    from cardbridge.extensions import db, huey
+    from cardbridge.models import Email
 
     started = time.perf_counter()
     with app.app_context():
@@ -149,11 +149,12 @@ def sample_messages(app, count: int = 40) -> list[bytes]:
 
     from sqlalchemy import select
 
-    from extensions import db
-    from models import Customer, Email, Link
-    from models.types import utcnow
-    from services import campaigns, mailer
-    from services.emails import compose
+    from cardbridge.campaigns import service as campaigns
+    from cardbridge.email import mailer
+    from cardbridge.email.emails import compose
+    from cardbridge.extensions import db
+    from cardbridge.models import Customer, Email, Link
+    from cardbridge.models.types import utcnow
 
     now, messages = utcnow(), []
     with app.app_context():
@@ -226,7 +227,7 @@ def main() -> None:
             raw = (raws[-2] + raws[-1]) / 2
             rounds.append((raw / ours, ours, raw))
         if args.redis_url:
-            from extensions import huey
+            from cardbridge.extensions import huey
 
             huey.flush()
     print(f"emails: {args.n}, mean size {size} bytes, worker processes: {args.processes} of "

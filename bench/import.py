@@ -156,8 +156,8 @@ def child(step: str, roster: str, mapping: str, db: str) -> None:
     else:  # app-schema, app-roster, app-mapping
         sys.path.insert(0, str(ROOT))
         from app import create_app
-        from extensions import db as sa_db
-        from services import imports
+        from cardbridge.extensions import db as sa_db
+        from cardbridge.imports import service as imports
 
         app = create_app({"TESTING": True, "SECRET_KEY": "bench", "SQLALCHEMY_DATABASE_URI": db,
                           "INSTANCE_PATH": str(Path(roster).parent / "instance"),
@@ -196,7 +196,7 @@ def _writes(step: str, roster: str, mapping: str, db: str) -> None:
     if step == "writes-roster":  # the app's schema, made before the clocks start
         sys.path.insert(0, str(ROOT))
         from app import create_app
-        from extensions import db as sa_db
+        from cardbridge.extensions import db as sa_db
 
         app = create_app({"TESTING": True, "SECRET_KEY": "bench", "SQLALCHEMY_DATABASE_URI": db,
                           "INSTANCE_PATH": str(Path(roster).parent / "instance")})

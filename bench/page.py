@@ -119,9 +119,9 @@ def main() -> None:
 
     os.environ.update(env)
     from app import create_app
-    from extensions import db
-    from models import Customer
-    from services.links import issue_link
+    from cardbridge.extensions import db
+    from cardbridge.links.service import issue_link
+    from cardbridge.models import Customer
 
     app = create_app({"INSTANCE_PATH": str(tmp / "instance")})
     with app.app_context():

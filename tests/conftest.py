@@ -16,8 +16,8 @@ from sqlalchemy import text
 from werkzeug.serving import make_server
 
 from app import create_app
-from extensions import db
-from models import Customer
+from cardbridge.extensions import db
+from cardbridge.models import Customer
 from tests.testlib import PUBLIC_BASE_URL, WEBHOOK_SECRET, csrf_from, free_port  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent

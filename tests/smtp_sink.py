@@ -136,8 +136,8 @@ def mail_config(sink: SmtpSink | None = None, *, port: int | None = None, **extr
 def drain(app, workers: int = 1, processes: int = 1) -> int:
     """`flask worker --burst` in this process (and `processes` forks of it): periodic jobs
     once, then every due task."""
-    from extensions import huey
-    from services.queue import run_burst
+    from cardbridge.delivery.queue import run_burst
+    from cardbridge.extensions import huey
 
     with app.app_context():
         return run_burst(huey, workers=workers, processes=processes)
@@ -145,10 +145,10 @@ def drain(app, workers: int = 1, processes: int = 1) -> int:
 
 def queue_link_emails(app, customers, kind: str = "link") -> list[int]:
     """A live link and a queued link email for each customer (as `links create --send` does)."""
-    from extensions import db
-    from models import Customer
-    from services.emails import send_link_email
-    from services.links import issue_link
+    from cardbridge.email.emails import send_link_email
+    from cardbridge.extensions import db
+    from cardbridge.links.service import issue_link
+    from cardbridge.models import Customer
 
     ids = []
     with app.app_context():

@@ -7,7 +7,7 @@ import re
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from config import ConfigError, load_config
+from cardbridge.config import TUNING_INTS, ConfigError, load_config
 
 
 def test_healthz_answers_ok_when_the_database_answers(client):
@@ -17,7 +17,7 @@ def test_healthz_answers_ok_when_the_database_answers(client):
 
 
 def test_healthz_answers_503_when_the_database_does_not(app, client, monkeypatch):
-    from extensions import db
+    from cardbridge.extensions import db
 
     def broken(*args, **kwargs):
         raise OperationalError("SELECT 1", {}, Exception("down"))
@@ -68,7 +68,7 @@ def test_static_urls_carry_a_content_hash(app):
 
 
 def test_sqlite_connections_are_not_pinged_but_server_ones_are(tmp_path):
-    from config import derive
+    from cardbridge.config import derive
 
     config = load_config(tmp_path, {"CARDBRIDGE_ENV": "development"})
     derive(config)
@@ -79,7 +79,7 @@ def test_sqlite_connections_are_not_pinged_but_server_ones_are(tmp_path):
     assert config["SQLALCHEMY_ENGINE_OPTIONS"] == {"pool_pre_ping": True, "hide_parameters": True}
 
 
-@pytest.mark.parametrize("name", __import__("config").TUNING_INTS)
+@pytest.mark.parametrize("name", TUNING_INTS)
 def test_every_tuning_knob_is_read_from_the_environment(tmp_path, name):
     config = load_config(tmp_path, {"CARDBRIDGE_ENV": "development", name: "7"})
     assert config[name] == 7

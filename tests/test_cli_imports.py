@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, text
 
-from extensions import db
-from models import STATUSES, Customer, ImportRun, MigratedCard
-from services.imports import import_mapping, import_roster
+from cardbridge.extensions import db
+from cardbridge.imports.service import import_mapping, import_roster
+from cardbridge.models import STATUSES, Customer, ImportRun, MigratedCard
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data" / "imports"

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from extensions import db
-from models import AuditEvent, Customer, Link
+from cardbridge.extensions import db
+from cardbridge.models import AuditEvent, Customer, Link
 
 
 def test_links_create_prints_the_url_last_and_invites(app, runner, make_customer):

@@ -14,11 +14,11 @@ from babel.messages.mofile import read_mo
 from babel.messages.pofile import read_po
 from jinja2 import StrictUndefined
 
-from extensions import db
-from models import Customer, Email, Link, SavedPaymentMethod
-from models.types import utcnow
-from services.emails import compose
-from services.mailer import pick_locale, shipped_locales
+from cardbridge.email.emails import compose
+from cardbridge.email.mailer import pick_locale, shipped_locales
+from cardbridge.extensions import db
+from cardbridge.models import Customer, Email, Link, SavedPaymentMethod
+from cardbridge.models.types import utcnow
 
 ROOT = Path(__file__).resolve().parent.parent
 TRANSLATIONS = ROOT / "translations"

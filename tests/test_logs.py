@@ -16,10 +16,10 @@ from pathlib import Path
 from sqlalchemy import text
 
 from app import create_app
-from extensions import db
-from logs import JsonFormatter, RedactingFormatter
-from models import Customer
-from services.links import issue_link
+from cardbridge.extensions import db
+from cardbridge.links.service import issue_link
+from cardbridge.models import Customer
+from cardbridge.web.logs import JsonFormatter, RedactingFormatter
 from tests.testlib import free_port
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,7 +14,7 @@ from flask_migrate import upgrade
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from extensions import db
+from cardbridge.extensions import db
 
 MIGRATIONS = os.path.join(os.path.dirname(__file__), "..", "migrations")
 

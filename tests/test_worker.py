@@ -14,10 +14,10 @@ import pytest
 from smtp_sink import SmtpSink, drain, free_port, mail_config, queue_link_emails, worker_command
 from sqlalchemy import select, update
 
-from extensions import db, huey
-from models import Customer, Email, EmailClaim
-from models.types import utcnow
-from services import outbox
+from cardbridge.delivery import outbox
+from cardbridge.extensions import db, huey
+from cardbridge.models import Customer, Email, EmailClaim
+from cardbridge.models.types import utcnow
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL")
@@ -61,8 +61,8 @@ def test_a_rolled_back_request_queues_nothing(make_app, make_customer):
     app = make_app(**mail_config())
     customer = make_customer()
     with app.app_context():
-        from services.emails import send_link_email
-        from services.links import issue_link
+        from cardbridge.email.emails import send_link_email
+        from cardbridge.links.service import issue_link
 
         fresh = db.session.get(Customer, customer.id)
         send_link_email(fresh, issue_link(fresh, created_by="test"))
@@ -152,7 +152,7 @@ def test_many_threads_racing_on_one_batch_send_each_email_once(make_app, make_cu
     app = make_app(**mail_config(sink, MAIL_BATCH_SIZE=3))
     customers = [make_customer() for _ in range(24)]
     ids = queue_link_emails(app, customers)
-    from services.queue import enqueue_delivery
+    from cardbridge.delivery.queue import enqueue_delivery
 
     with app.app_context():
         enqueue_delivery([(ids, None, False)] * 4)  # four tasks for the same 24 rows
@@ -293,7 +293,7 @@ def test_a_commit_failing_during_the_next_mail_command_is_not_a_lost_connection(
 
 def test_an_unexpected_error_before_the_next_email_still_records_the_last_one(
         make_app, make_customer, sink, monkeypatch):
-    from services import mailer
+    from cardbridge.email import mailer
 
     app = make_app(**mail_config(sink, MAIL_BATCH_SIZE=10))
     ids = queue_link_emails(app, [make_customer() for _ in range(3)])
@@ -506,7 +506,7 @@ def test_after_the_machine_restarted_the_whole_flushed_window_is_given_up(make_a
 
 # -- the worker's statements, run on the driver ---------------------------------------------------
 def test_driver_level_statements_write_what_sqlalchemy_would(make_app, make_customer):
-    from models import CustomerEvent
+    from cardbridge.models import CustomerEvent
 
     app = make_app(**mail_config())
     customer = make_customer()
@@ -528,7 +528,7 @@ def test_driver_level_statements_write_what_sqlalchemy_would(make_app, make_cust
 def test_a_driver_level_statement_must_be_given_every_computed_value(make_app):
     """A column SQLAlchemy fills in from Python (`onupdate=utcnow`) would silently be NULL."""
     app = make_app()
-    from services.bulk import DriverStatement
+    from cardbridge.imports.bulk import DriverStatement
 
     statement = DriverStatement(update(Customer.__table__).values(status="invited"), set())
     with app.app_context(), pytest.raises(RuntimeError, match="updated_at"):
@@ -537,7 +537,7 @@ def test_a_driver_level_statement_must_be_given_every_computed_value(make_app):
 
 def test_a_burst_runs_queued_tasks_once_and_then_what_the_pump_finds(make_app, make_customer,
                                                                      sink):
-    from extensions import huey
+    from cardbridge.extensions import huey
 
     app = make_app(**mail_config(sink))
     queue_link_emails(app, [make_customer() for _ in range(3)])  # one task
@@ -566,8 +566,8 @@ def test_deliveries_reap_dead_claims_at_most_every_few_seconds(make_app, make_cu
 
 def test_an_in_memory_queue_is_never_drained_in_forks(make_app, monkeypatch):
     """Each fork would drain its own copy of it: every task would run once per process."""
-    from extensions import huey
-    from services import queue
+    from cardbridge.delivery import queue
+    from cardbridge.extensions import huey
 
     make_app(QUEUE_IMMEDIATE=True)
     assert huey.backend == "immediate"

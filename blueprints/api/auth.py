@@ -6,8 +6,8 @@ from flask import current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from blueprints.api import bp
-from extensions import csrf, db, limiter
-from services import api_tokens
+from cardbridge.extensions import csrf, db, limiter
+from cardbridge.staff import api_tokens
 
 PUBLIC_ENDPOINTS = {"api.openapi"}
 

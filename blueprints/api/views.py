@@ -7,9 +7,10 @@ from flask import current_app, g, jsonify, request
 from blueprints.api import bp
 from blueprints.api.auth import ApiError
 from blueprints.api.openapi import document
-from extensions import db
-from models import Customer
-from services import customer_lookup, link_actions
+from cardbridge.customers import lookup as customer_lookup
+from cardbridge.extensions import db
+from cardbridge.links import actions as link_actions
+from cardbridge.models import Customer
 
 LINK_FIELDS = {"customer", "send", "days", "reason"}
 

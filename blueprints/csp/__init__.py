@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, request
 
-from extensions import csrf, limiter
+from cardbridge.extensions import csrf, limiter
 
 log = logging.getLogger("cardbridge.csp")
 bp = Blueprint("csp", __name__)

@@ -1,7 +1,7 @@
 """"Email me a fresh link": answers the same whether or not the address exists.
 
 The request does the same work for every address (checks the form, queues one task); the
-worker decides who gets what (services/fresh_links.py).
+worker decides who gets what (cardbridge/links/fresh.py).
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from flask import current_app, request
 
 from blueprints.customer import bp
 from blueprints.customer.i18n import _, render
-from extensions import limiter
-from security import link_page
-from services.links import LinkError, public_id_of
+from cardbridge.extensions import limiter
+from cardbridge.links.service import LinkError, public_id_of
+from cardbridge.web.security import link_page
 
 
 def normalize_email(value: str) -> str:
@@ -28,7 +28,7 @@ def _email_key() -> str:
 @limiter.limit(lambda: current_app.config["FRESH_LINK_RATE_LIMIT"])
 @limiter.limit("3 per hour", key_func=_email_key)
 def fresh_link():
-    from tasks import send_fresh_link
+    from cardbridge.delivery.tasks import send_fresh_link
 
     email = normalize_email(request.form.get("email", ""))
     token = request.form.get("token", "")[:512]

@@ -1,15 +1,21 @@
 """The customer's language on their pages: theirs when we know whose link it is, else the
-browser's (Accept-Language), among the languages the emails ship in (services/mailer.py).
+browser's (Accept-Language), among the languages the emails ship in (cardbridge/email/mailer.py).
 
 Pages render through that language's own Jinja environment with its catalogue installed, the
-same way emails do (services/mailer.language).
+same way emails do (cardbridge/email/mailer.language).
 """
 
 from __future__ import annotations
 
 from flask import current_app, g, request
 
-from services.mailer import DEFAULT_LOCALE, Language, language, pick_locale, shipped_locales
+from cardbridge.email.mailer import (
+    DEFAULT_LOCALE,
+    Language,
+    language,
+    pick_locale,
+    shipped_locales,
+)
 
 
 def choose(customer_locale: str | None = None) -> Language:

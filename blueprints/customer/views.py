@@ -18,20 +18,27 @@ from flask import (
 
 from blueprints.customer import bp
 from blueprints.customer.i18n import _, choose, render
-from extensions import db, limiter
-from models import CustomerEvent, Link
-from models.types import utcnow
-from security import link_page, stripe_page
-from services import card_setup
-from services.links import LinkError, LinkView, find_link, load_link, token_for, view_link
-from services.mailer import pick_locale
-from services.recording import Recorded, SetupNotFinished, SetupNotOurs
-from services.stripe_gateway import (
+from cardbridge.email.mailer import pick_locale
+from cardbridge.extensions import db, limiter
+from cardbridge.links.service import (
+    LinkError,
+    LinkView,
+    find_link,
+    load_link,
+    token_for,
+    view_link,
+)
+from cardbridge.models import CustomerEvent, Link
+from cardbridge.models.types import utcnow
+from cardbridge.payments import card_setup
+from cardbridge.payments.recording import Recorded, SetupNotFinished, SetupNotOurs
+from cardbridge.payments.stripe_gateway import (
     CardDeclined,
     GatewayError,
     StripeRejected,
     StripeUnavailable,
 )
+from cardbridge.web.security import link_page, stripe_page
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from flask import Blueprint, jsonify
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from extensions import db
+from cardbridge.extensions import db
 
 bp = Blueprint("health", __name__)
 

@@ -14,9 +14,9 @@ import logging
 
 from flask import Blueprint, current_app, jsonify, request
 
-from extensions import csrf, db
-from models import AuditEvent
-from services.emails import email_for_provider_id, mark_bounced
+from cardbridge.email.emails import email_for_provider_id, mark_bounced
+from cardbridge.extensions import csrf, db
+from cardbridge.models import AuditEvent
 
 log = logging.getLogger(__name__)
 bp = Blueprint("hooks_email", __name__, url_prefix="/webhooks/email")

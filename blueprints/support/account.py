@@ -10,10 +10,10 @@ from flask_login import current_user, login_user
 from blueprints.support import bp
 from blueprints.support.auth import BAD_CODE, enrolment_secret
 from blueprints.support.guard import client_ip, start_session
-from extensions import db, limiter
-from models import StaffUser
-from services import audit
-from services import staff as staff_service
+from cardbridge.extensions import db, limiter
+from cardbridge.models import StaffUser
+from cardbridge.staff import accounts as staff_service
+from cardbridge.staff import audit
 
 NONCE = "staff_totp_nonce"
 WRONG_PASSWORD = "Your current password is not right."

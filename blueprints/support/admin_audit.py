@@ -8,7 +8,7 @@ from flask import render_template, request
 
 from blueprints.support import bp
 from blueprints.support.guard import admin_only
-from services import audit
+from cardbridge.staff import audit
 
 
 def _day(name: str) -> date | None:

@@ -21,10 +21,11 @@ from flask_login import current_user
 
 from blueprints.support import bp
 from blueprints.support.guard import admin_only, client_ip
-from extensions import db
-from services import audit, import_jobs
-from services.reporting import export_csv as write_export
-from services.reporting import refresh_statuses
+from cardbridge.customers.reporting import export_csv as write_export
+from cardbridge.customers.reporting import refresh_statuses
+from cardbridge.extensions import db
+from cardbridge.imports import jobs as import_jobs
+from cardbridge.staff import audit
 
 
 def _reason() -> str | None:

@@ -10,10 +10,10 @@ from sqlalchemy import select
 
 from blueprints.support import bp
 from blueprints.support.guard import admin_only, client_ip
-from extensions import db
-from models import ROLES, StaffUser
-from services import audit
-from services import staff as staff_service
+from cardbridge.extensions import db
+from cardbridge.models import ROLES, StaffUser
+from cardbridge.staff import accounts as staff_service
+from cardbridge.staff import audit
 
 ACTIONS = {
     "disable": "staff.disabled",

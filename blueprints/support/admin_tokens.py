@@ -7,9 +7,9 @@ from flask_login import current_user
 
 from blueprints.support import bp
 from blueprints.support.guard import admin_only, client_ip
-from extensions import db
-from models import ApiToken
-from services import api_tokens, audit
+from cardbridge.extensions import db
+from cardbridge.models import ApiToken
+from cardbridge.staff import api_tokens, audit
 
 
 def _reason() -> str | None:

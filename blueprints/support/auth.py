@@ -17,10 +17,10 @@ from flask_login import current_user, login_user, logout_user
 
 from blueprints.support import bp
 from blueprints.support.guard import client_ip, public, safe_next, start_session
-from extensions import db, limiter
-from models import StaffUser
-from services import audit
-from services import staff as staff_service
+from cardbridge.extensions import db, limiter
+from cardbridge.models import StaffUser
+from cardbridge.staff import accounts as staff_service
+from cardbridge.staff import audit
 
 FAILED = "That email and password do not match an active staff account."
 BAD_CODE = "That code did not work. Enter the current 6-digit code from your app."

@@ -13,9 +13,10 @@ from flask_login import current_user
 
 from blueprints.support import bp
 from blueprints.support.guard import admin_only, client_ip
-from extensions import db
-from services import audit, campaigns
-from services.emails import needs_human as needs_human_rows
+from cardbridge.campaigns import service as campaigns
+from cardbridge.email.emails import needs_human as needs_human_rows
+from cardbridge.extensions import db
+from cardbridge.staff import audit
 
 MAX_REASON = 500
 

@@ -18,9 +18,10 @@ from flask_login import current_user
 
 from blueprints.support import bp
 from blueprints.support.guard import client_ip
-from extensions import db, limiter
-from models import Customer
-from services import customer_lookup, link_actions
+from cardbridge.customers import lookup as customer_lookup
+from cardbridge.extensions import db, limiter
+from cardbridge.links import actions as link_actions
+from cardbridge.models import Customer
 
 MAX_REASON = 500
 

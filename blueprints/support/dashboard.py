@@ -5,9 +5,9 @@ from __future__ import annotations
 from flask import render_template
 
 from blueprints.support import bp
-from services import campaigns
-from services import dashboard as progress
-from services.charts import bar_chart
+from cardbridge.campaigns import service as campaigns
+from cardbridge.customers import dashboard as progress
+from cardbridge.customers.charts import bar_chart
 
 
 @bp.get("/")

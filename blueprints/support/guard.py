@@ -14,9 +14,9 @@ from flask import abort, current_app, flash, g, redirect, request, session, url_
 from flask_login import current_user, logout_user
 
 from blueprints.support import bp
-from extensions import db, login_manager
-from services import audit
-from services.staff import load_by_session_key
+from cardbridge.extensions import db, login_manager
+from cardbridge.staff import audit
+from cardbridge.staff.accounts import load_by_session_key
 
 IDLE_TIMEOUT_SECONDS = 30 * 60
 ABSOLUTE_LIFETIME_SECONDS = 12 * 60 * 60

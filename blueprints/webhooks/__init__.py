@@ -1,7 +1,7 @@
 """/webhooks/stripe — CSRF-exempt, signature-verified, idempotent per event id, answered fast.
 
 The request verifies the signature, deduplicates and stores the event, and answers 2xx; the
-task queue's worker processes it (services/webhook_events.py), as Stripe recommends: a slow
+task queue's worker processes it (payments/webhook_events.py), as Stripe recommends: a slow
 Stripe or a busy database never makes Stripe wait, time out and retry for days.
 """
 
@@ -11,9 +11,9 @@ import logging
 
 from flask import Blueprint, current_app, jsonify, request
 
-from extensions import csrf, db
-from services import webhook_events
-from services.stripe_gateway import BadSignature, StripeGateway
+from cardbridge.extensions import csrf, db
+from cardbridge.payments import webhook_events
+from cardbridge.payments.stripe_gateway import BadSignature, StripeGateway
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
@@ -22,7 +22,7 @@ bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 @bp.post("/stripe")
 @csrf.exempt
 def stripe_webhook():
-    from tasks import process_stripe_event
+    from cardbridge.delivery.tasks import process_stripe_event
 
     secret = current_app.config.get("STRIPE_WEBHOOK_SECRET")
     if not secret:

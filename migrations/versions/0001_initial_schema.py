@@ -8,7 +8,7 @@ Create Date: 2026-11-24 19:09:58.458728
 from alembic import op
 import sqlalchemy as sa
 
-import models.types
+import cardbridge.models.types
 
 
 # revision identifiers, used by Alembic.
@@ -28,7 +28,7 @@ def upgrade():
     sa.Column('ip', sa.String(length=64), nullable=True),
     sa.Column('reason', sa.String(length=500), nullable=True),
     sa.Column('details', sa.JSON(), nullable=False),
-    sa.Column('at', models.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('at', cardbridge.models.types.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_audit_events'))
     )
     with op.batch_alter_table('audit_events', schema=None) as batch_op:
@@ -47,8 +47,8 @@ def upgrade():
     sa.Column('card_last4', sa.String(length=4), nullable=True),
     sa.Column('card_exp_month', sa.Integer(), nullable=True),
     sa.Column('card_exp_year', sa.Integer(), nullable=True),
-    sa.Column('created_at', models.types.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', models.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', cardbridge.models.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', cardbridge.models.types.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_customers')),
     sa.UniqueConstraint('legacy_id', name=op.f('uq_customers_legacy_id')),
     sa.UniqueConstraint('stripe_customer_id', name=op.f('uq_customers_stripe_customer_id'))
@@ -63,7 +63,7 @@ def upgrade():
     sa.Column('type', sa.String(length=100), nullable=False),
     sa.Column('object_id', sa.String(length=255), nullable=True),
     sa.Column('outcome', sa.String(length=40), nullable=False),
-    sa.Column('received_at', models.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('received_at', cardbridge.models.types.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_stripe_events')),
     sa.UniqueConstraint('event_id', name=op.f('uq_stripe_events_event_id'))
     )
@@ -73,13 +73,13 @@ def upgrade():
     sa.Column('customer_id', sa.Integer(), nullable=False),
     sa.Column('created_by', sa.String(length=255), nullable=False),
     sa.Column('channel', sa.String(length=20), nullable=False),
-    sa.Column('created_at', models.types.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('expires_at', models.types.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('used_at', models.types.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('revoked_at', models.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', cardbridge.models.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('expires_at', cardbridge.models.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('used_at', cardbridge.models.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('revoked_at', cardbridge.models.types.UTCDateTime(timezone=True), nullable=True),
     sa.Column('setup_intent_id', sa.String(length=255), nullable=True),
     sa.Column('checkout_session_id', sa.String(length=255), nullable=True),
-    sa.Column('opened_at', models.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('opened_at', cardbridge.models.types.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_links_customer_id_customers'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_links')),
     sa.UniqueConstraint('public_id', name=op.f('uq_links_public_id'))
@@ -110,7 +110,7 @@ def upgrade():
     sa.Column('link_id', sa.Integer(), nullable=True),
     sa.Column('kind', sa.String(length=40), nullable=False),
     sa.Column('details', sa.JSON(), nullable=False),
-    sa.Column('at', models.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('at', cardbridge.models.types.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_customer_events_customer_id_customers'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['link_id'], ['links.id'], name=op.f('fk_customer_events_link_id_links'), ondelete='SET NULL'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_customer_events'))
@@ -133,7 +133,7 @@ def upgrade():
     sa.Column('fingerprint', sa.String(length=64), nullable=True),
     sa.Column('recorded_via', sa.String(length=20), nullable=False),
     sa.Column('subscriptions_updated', sa.Integer(), nullable=False),
-    sa.Column('created_at', models.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', cardbridge.models.types.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_payment_methods_customer_id_customers'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['link_id'], ['links.id'], name=op.f('fk_payment_methods_link_id_links'), ondelete='SET NULL'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_payment_methods')),

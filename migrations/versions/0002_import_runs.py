@@ -8,7 +8,7 @@ Create Date: 2026-11-25 09:00:00
 from alembic import op
 import sqlalchemy as sa
 
-import models.types
+import cardbridge.models.types
 
 
 revision = "0002_import_runs"
@@ -33,8 +33,8 @@ def upgrade():
         sa.Column("error_count", sa.Integer(), nullable=False),
         sa.Column("message", sa.String(length=500), nullable=True),
         sa.Column("report_path", sa.String(length=1000), nullable=True),
-        sa.Column("started_at", models.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("finished_at", models.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("started_at", cardbridge.models.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("finished_at", cardbridge.models.types.UTCDateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_import_runs")),
     )
     with op.batch_alter_table("import_runs", schema=None) as batch_op:
@@ -42,7 +42,7 @@ def upgrade():
 
     with op.batch_alter_table("customers", schema=None) as batch_op:
         batch_op.add_column(
-            sa.Column("mapped_at", models.types.UTCDateTime(timezone=True), nullable=True)
+            sa.Column("mapped_at", cardbridge.models.types.UTCDateTime(timezone=True), nullable=True)
         )
 
 

@@ -8,7 +8,7 @@ Create Date: 2026-11-25 10:00:00
 from alembic import op
 import sqlalchemy as sa
 
-import models.types
+import cardbridge.models.types
 
 
 revision = "0003_staff"
@@ -28,8 +28,8 @@ def upgrade():
         sa.Column("totp_secret", sa.String(length=64), nullable=True),
         sa.Column("totp_last_step", sa.Integer(), nullable=True),
         sa.Column("session_key", sa.String(length=64), nullable=False),
-        sa.Column("created_at", models.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("last_login_at", models.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", cardbridge.models.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("last_login_at", cardbridge.models.types.UTCDateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_staff_users")),
         sa.UniqueConstraint("email", name=op.f("uq_staff_users_email")),
         sa.UniqueConstraint("session_key", name=op.f("uq_staff_users_session_key")),
@@ -41,9 +41,9 @@ def upgrade():
         sa.Column("token_hash", sa.String(length=64), nullable=False),
         sa.Column("prefix", sa.String(length=16), nullable=False),
         sa.Column("created_by", sa.String(length=255), nullable=False),
-        sa.Column("created_at", models.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("revoked_at", models.types.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("last_used_at", models.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", cardbridge.models.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("revoked_at", cardbridge.models.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("last_used_at", cardbridge.models.types.UTCDateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_api_tokens")),
         sa.UniqueConstraint("name", name=op.f("uq_api_tokens_name")),
         sa.UniqueConstraint("token_hash", name=op.f("uq_api_tokens_token_hash")),

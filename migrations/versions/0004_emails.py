@@ -8,7 +8,7 @@ Create Date: 2026-11-25 12:00:00
 from alembic import op
 import sqlalchemy as sa
 
-import models.types
+import cardbridge.models.types
 
 
 revision = "0004_emails"
@@ -27,8 +27,8 @@ def upgrade():
         sa.Column("percent", sa.Integer(), nullable=True),
         sa.Column("queued", sa.Integer(), nullable=False),
         sa.Column("rate_per_minute", sa.Integer(), nullable=True),
-        sa.Column("scheduled_for", models.types.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("created_at", models.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("scheduled_for", cardbridge.models.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", cardbridge.models.types.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_waves")),
     )
     op.create_table(
@@ -37,8 +37,8 @@ def upgrade():
         sa.Column("token", sa.String(length=32), nullable=False),
         sa.Column("worker", sa.String(length=255), nullable=False),
         sa.Column("in_flight_through", sa.Integer(), nullable=True),
-        sa.Column("claimed_at", models.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("heartbeat_at", models.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("claimed_at", cardbridge.models.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("heartbeat_at", cardbridge.models.types.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_email_claims")),
         sa.UniqueConstraint("token", name=op.f("uq_email_claims_token")),
     )
@@ -53,7 +53,7 @@ def upgrade():
         sa.Column("reason", sa.String(length=500), nullable=True),
         sa.Column("source", sa.String(length=20), nullable=False),
         sa.Column("provider_message_id", sa.String(length=255), nullable=True),
-        sa.Column("at", models.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("at", cardbridge.models.types.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_email_bounces")),
         sa.UniqueConstraint("address", name=op.f("uq_email_bounces_address")),
     )
@@ -61,7 +61,7 @@ def upgrade():
         "send_buckets",
         sa.Column("name", sa.String(length=40), nullable=False),
         sa.Column("next_free_at", sa.Float(), nullable=False),
-        sa.Column("updated_at", models.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", cardbridge.models.types.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_send_buckets")),
     )
     op.create_table(
@@ -83,10 +83,10 @@ def upgrade():
         sa.Column("provider_message_id", sa.String(length=255), nullable=True),
         sa.Column("dedupe_key", sa.String(length=120), nullable=True),
         sa.Column("claim_token", sa.String(length=32), nullable=True),
-        sa.Column("created_at", models.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("next_attempt_at", models.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("sent_at", models.types.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("updated_at", models.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", cardbridge.models.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("next_attempt_at", cardbridge.models.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("sent_at", cardbridge.models.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("updated_at", cardbridge.models.types.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["customer_id"], ["customers.id"],
                                 name=op.f("fk_emails_customer_id_customers"), ondelete="CASCADE"),
         sa.ForeignKeyConstraint(["link_id"], ["links.id"],

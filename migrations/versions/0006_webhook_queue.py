@@ -8,7 +8,7 @@ Create Date: 2026-12-05 12:00:00
 from alembic import op
 import sqlalchemy as sa
 
-import models.types
+import cardbridge.models.types
 
 
 revision = "0006_webhook_queue"
@@ -20,7 +20,7 @@ depends_on = None
 def upgrade():
     with op.batch_alter_table("stripe_events", schema=None) as batch_op:
         batch_op.add_column(sa.Column("payload", sa.JSON(), nullable=True))
-        batch_op.add_column(sa.Column("processed_at", models.types.UTCDateTime(timezone=True),
+        batch_op.add_column(sa.Column("processed_at", cardbridge.models.types.UTCDateTime(timezone=True),
                                       nullable=True))
         batch_op.create_index(batch_op.f("ix_stripe_events_processed_at"), ["processed_at"],
                               unique=False)

@@ -10,7 +10,7 @@ Secrets stored in clear before this revision keep working and are sealed by
 from alembic import op
 import sqlalchemy as sa
 
-import models.types
+import cardbridge.models.types
 
 
 revision = "0007_staff_signin"
@@ -24,7 +24,7 @@ def upgrade():
         batch_op.alter_column("totp_secret", existing_type=sa.String(length=64),
                               type_=sa.String(length=255), existing_nullable=True)
         batch_op.add_column(sa.Column("login_marker", sa.String(length=64), nullable=True))
-        batch_op.add_column(sa.Column("login_marker_at", models.types.UTCDateTime(timezone=True),
+        batch_op.add_column(sa.Column("login_marker_at", cardbridge.models.types.UTCDateTime(timezone=True),
                                       nullable=True))
         batch_op.create_unique_constraint(batch_op.f("uq_staff_users_login_marker"),
                                           ["login_marker"])

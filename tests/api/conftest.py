@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from extensions import db
-from services import api_tokens
+from cardbridge.extensions import db
+from cardbridge.staff import api_tokens
 
 
 @pytest.fixture

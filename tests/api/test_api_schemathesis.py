@@ -8,8 +8,8 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
-from extensions import db
-from services import api_tokens
+from cardbridge.extensions import db
+from cardbridge.staff import api_tokens
 
 EXAMPLES = 25
 

@@ -7,9 +7,9 @@ from datetime import datetime
 import pytest
 from sqlalchemy import select
 
-from extensions import db
-from models import ApiToken, AuditEvent, Customer, Email, Link
-from services.links import issue_link, load_link
+from cardbridge.extensions import db
+from cardbridge.links.service import issue_link, load_link
+from cardbridge.models import ApiToken, AuditEvent, Customer, Email, Link
 
 
 def create(client, auth, body, **kwargs):
@@ -144,7 +144,7 @@ def test_api_needs_no_csrf_token(client, auth, make_customer):
 
 def test_api_is_rate_limited_per_token(make_app, make_customer):
     app = make_app(API_RATE_LIMIT="3 per minute")
-    from services import api_tokens
+    from cardbridge.staff import api_tokens
 
     with app.app_context():
         first = api_tokens.create_token("one", created_by="t").secret
@@ -209,7 +209,7 @@ def test_api_link_sends_share_the_per_customer_limit_with_the_console(make_app, 
     app = make_app(STAFF_REQUIRE_2FA=False, STAFF_PASSWORD_METHOD=FAST_HASH,
                    STAFF_CUSTOMER_LINK_LIMIT="2 per hour")
     with app.app_context():
-        from services import api_tokens
+        from cardbridge.staff import api_tokens
 
         secret = api_tokens.create_token("bot", created_by="test").secret
         db.session.commit()

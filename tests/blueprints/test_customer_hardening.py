@@ -9,9 +9,9 @@ import zlib
 import pytest
 from sqlalchemy import select
 
-from extensions import db
-from models import Customer, Link, SavedPaymentMethod
-from services.links import issue_link, revoke_links
+from cardbridge.extensions import db
+from cardbridge.links.service import issue_link, revoke_links
+from cardbridge.models import Customer, Link, SavedPaymentMethod
 from tests.testlib import csrf_from
 
 

@@ -86,9 +86,9 @@ def test_messages_for_the_pages_script_are_in_the_customers_language(french, fau
 def _used_link_page(app, make_customer, locale):
     from datetime import UTC, datetime
 
-    from extensions import db
-    from models import Link
-    from services.links import find_link
+    from cardbridge.extensions import db
+    from cardbridge.links.service import find_link
+    from cardbridge.models import Link
 
     token, public_id = link_for(app, make_customer(locale=locale).id)
     with app.app_context():
@@ -119,7 +119,7 @@ def test_french_then_english_then_french_in_one_process_each_in_their_own_langua
 
 
 def test_emails_in_french_then_english_each_in_their_own_language(app):
-    from services.mailer import render
+    from cardbridge.email.mailer import render
 
     with app.app_context():
         # Each round a new shape of email (rendered afresh, not from an earlier render).

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from extensions import db
-from models import Customer, CustomerEvent, Link, MigratedCard
-from services.links import issue_link
+from cardbridge.extensions import db
+from cardbridge.links.service import issue_link
+from cardbridge.models import Customer, CustomerEvent, Link, MigratedCard
 from tests.testlib import csrf_from
 
 
@@ -130,7 +130,7 @@ def test_dead_links_get_410_and_no_form(watched, state):
     app, token, customer = watched
     with app.app_context():
         link = db.session.execute(select(Link)).scalars().first()
-        from models.types import utcnow
+        from cardbridge.models.types import utcnow
         if state == "used":
             link.used_at = utcnow()
         elif state == "revoked":

@@ -8,9 +8,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from extensions import db, huey
-from models import Customer, Email, Link
-from models.types import utcnow
+from cardbridge.extensions import db, huey
+from cardbridge.models import Customer, Email, Link
+from cardbridge.models.types import utcnow
 from tests.blueprints.test_customer_page import _variable_free, ask_fresh, link_for, snapshot
 
 

@@ -34,7 +34,7 @@ def test_two_customers_pages_one_after_the_other_show_each_only_their_own(make_a
 
 
 def test_two_emails_with_a_filtered_value_each_carry_their_own(make_app):
-    from services.mailer import render
+    from cardbridge.email.mailer import render
 
     app = make_app()
     _with_extra(app, "email/confirmation.txt", "\nRef: {{ name|upper }}\n")

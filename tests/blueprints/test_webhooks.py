@@ -10,10 +10,10 @@ import stripe
 from sqlalchemy import func, select
 from stripe_helpers import confirm_setup_intent, ls
 
-from extensions import db
-from models import Customer, CustomerEvent, SavedPaymentMethod, StripeEvent
-from services import card_setup
-from services.links import issue_link
+from cardbridge.extensions import db
+from cardbridge.links.service import issue_link
+from cardbridge.models import Customer, CustomerEvent, SavedPaymentMethod, StripeEvent
+from cardbridge.payments import card_setup
 from tests.testlib import WEBHOOK_SECRET
 
 

@@ -13,10 +13,10 @@ import pytest
 import requests
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from extensions import db
-from models import Customer
-from models.types import utcnow
-from services.links import issue_link
+from cardbridge.extensions import db
+from cardbridge.links.service import issue_link
+from cardbridge.models import Customer
+from cardbridge.models.types import utcnow
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

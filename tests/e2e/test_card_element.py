@@ -12,8 +12,8 @@ import pytest
 from playwright.sync_api import Page, expect
 from sqlalchemy import func, select
 
-from extensions import db
-from models import Customer, SavedPaymentMethod
+from cardbridge.extensions import db
+from cardbridge.models import Customer, SavedPaymentMethod
 from tests.e2e.conftest import (
     assert_page_clean,
     csp_violations,

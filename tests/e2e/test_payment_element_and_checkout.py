@@ -7,8 +7,8 @@ import pytest
 from playwright.sync_api import Page, expect
 from sqlalchemy import select
 
-from extensions import db
-from models import Customer, Link, SavedPaymentMethod
+from cardbridge.extensions import db
+from cardbridge.models import Customer, Link, SavedPaymentMethod
 from tests.e2e.conftest import assert_page_clean, ls, make_link, shoot
 from tests.fakes.stripe_front import StripeFront
 

@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from services import payment_page
+from cardbridge.payments import script_inventory as payment_page
 from tests.e2e.conftest import make_link
 from tests.e2e.test_payment_element_and_checkout import front_app, stripe_front  # noqa: F401
 

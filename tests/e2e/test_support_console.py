@@ -11,9 +11,9 @@ from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Browser, Page, expect
 from sqlalchemy import select
 
-from extensions import db
-from models import Customer, Email, Wave
-from models.types import utcnow
+from cardbridge.extensions import db
+from cardbridge.models import Customer, Email, Wave
+from cardbridge.models.types import utcnow
 from tests.e2e.conftest import CSP_LISTENER, BrowserLog, add_customer, assert_page_clean, shoot
 from tests.support.staff_helpers import FAST_HASH, create_staff
 

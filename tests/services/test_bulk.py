@@ -1,4 +1,4 @@
-"""services/bulk.py: batch writes from plain rows, on SQLite (executemany) and PostgreSQL (COPY
+"""imports/bulk.py: batch writes from plain rows, on SQLite (executemany) and PostgreSQL (COPY
 into a stage table, then one merge)."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 
-from extensions import db
-from models import Customer
-from services.bulk import BulkInsert, BulkUpdate, KeyedSelect, batch_plans
+from cardbridge.extensions import db
+from cardbridge.imports.bulk import BulkInsert, BulkUpdate, KeyedSelect, batch_plans
+from cardbridge.models import Customer
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 

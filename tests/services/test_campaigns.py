@@ -1,4 +1,4 @@
-"""services/campaigns.py, `flask campaign`, `flask bounce` and the bounce webhook."""
+"""cardbridge/campaigns/service.py, `flask campaign`, `flask bounce` and the bounce webhook."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ import pytest
 from smtp_sink import SinkProcess, SmtpSink, drain, mail_config, queue_link_emails
 from sqlalchemy import select, update
 
-from extensions import db, huey
-from models import Customer, CustomerEvent, Email, Link, SendBucket
-from models.types import utcnow
-from services import campaigns, outbox
-from services.emails import needs_human, queue_email
-from services.links import issue_link, revoke_links
+from cardbridge.campaigns import service as campaigns
+from cardbridge.delivery import outbox
+from cardbridge.email.emails import needs_human, queue_email
+from cardbridge.extensions import db, huey
+from cardbridge.links.service import issue_link, revoke_links
+from cardbridge.models import Customer, CustomerEvent, Email, Link, SendBucket
+from cardbridge.models.types import utcnow
 
 
 @pytest.fixture

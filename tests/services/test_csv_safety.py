@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from extensions import db
-from models import Customer
-from services.csv_safe import cell
-from services.imports import import_mapping, import_roster
-from services.reporting import export_csv
+from cardbridge.csv_safe import cell
+from cardbridge.customers.reporting import export_csv
+from cardbridge.extensions import db
+from cardbridge.imports.service import import_mapping, import_roster
+from cardbridge.models import Customer
 
 FORMULA = '=HYPERLINK("http://evil.example","click")'
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from services import import_files as files
-from services import mapping_formats as fmt
-from services.import_files import RowProblem
+from cardbridge.imports import files as files
+from cardbridge.imports import mapping_formats as fmt
+from cardbridge.imports.files import RowProblem
 
 TRICKY_CARDS = [
     {"id": "card_1", "fingerprint": "fp", "brand": "Visa", "last4": "4242", "exp_month": 12,

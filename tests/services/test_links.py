@@ -1,4 +1,4 @@
-"""services/links.py: signing, expiry, rotation, single use, revocation (research §7–§8)."""
+"""links/service.py: signing, expiry, rotation, single use, revocation (research §7–§8)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,18 @@ import pytest
 from itsdangerous import URLSafeTimedSerializer
 from sqlalchemy import select
 
-from extensions import db
-from models import Customer, Link
-from models.types import utcnow
-from services import links
-from services.links import SALT, LinkError, issue_link, load_link, revoke_links, view_link
+from cardbridge.extensions import db
+from cardbridge.links import service as links
+from cardbridge.links.service import (
+    SALT,
+    LinkError,
+    issue_link,
+    load_link,
+    revoke_links,
+    view_link,
+)
+from cardbridge.models import Customer, Link
+from cardbridge.models.types import utcnow
 
 
 @pytest.fixture
@@ -199,7 +206,7 @@ def test_view_link_shows_what_the_page_needs(customer):
 
 
 def test_view_link_names_the_same_card_as_the_model(ctx, make_customer):
-    from models import MigratedCard
+    from cardbridge.models import MigratedCard
 
     made = make_customer(card_brand="Visa", card_last4="1111", card_exp_month=1,
                          card_exp_year=2024)

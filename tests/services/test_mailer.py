@@ -1,4 +1,4 @@
-"""services/mailer.py and the outbox: SMTP to a real server, the .eml outbox, what emails say."""
+"""email/mailer.py and the outbox: SMTP to a real server, the .eml outbox, what emails say."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import pytest
 from smtp_sink import SmtpSink, drain, mail_config, queue_link_emails
 from sqlalchemy import select
 
-from extensions import db
-from models import Bounce, Customer, Email, SavedPaymentMethod
-from models.types import utcnow
-from services.emails import needs_human, queue_confirmation_email
-from services.links import load_link
+from cardbridge.email.emails import needs_human, queue_confirmation_email
+from cardbridge.extensions import db
+from cardbridge.links.service import load_link
+from cardbridge.models import Bounce, Customer, Email, SavedPaymentMethod
+from cardbridge.models.types import utcnow
 
 
 @pytest.fixture
@@ -168,7 +168,7 @@ def test_a_connection_dropped_after_the_body_is_not_resent(make_app, make_custom
 def test_envelope_addresses_are_those_smtplib_would_send():
     import smtplib
 
-    from services.mailer import _envelope
+    from cardbridge.email.mailer import _envelope
 
     for address in ("customer@example.com", "o'brien+tag@example.co.uk",
                     "Example Co <billing@example.com>",
@@ -180,7 +180,7 @@ def test_building_a_message_never_resolves_this_hosts_name(make_app, monkeypatch
     """Flask-Mail's Message asks for the host's FQDN per message; ours names its row."""
     import socket
 
-    from services import mailer
+    from cardbridge.email import mailer
 
     app = make_app(**mail_config(MAIL_DEFAULT_SENDER="Example Co <billing@example.com>"))
 
@@ -198,7 +198,7 @@ def test_building_a_message_never_resolves_this_hosts_name(make_app, monkeypatch
 
 
 def test_a_line_break_in_a_header_is_refused(make_app):
-    from services import mailer
+    from cardbridge.email import mailer
 
     app = make_app(**mail_config())
     with app.app_context():
@@ -212,7 +212,7 @@ def test_a_line_break_in_a_header_is_refused(make_app):
 def test_ascii_parts_go_unencoded_and_anything_else_quoted_printable(make_app, eight_bit):
     """Fewer lines for the server to read; what a mail client shows is the same either way.
     A server that takes 8BITMIME gets UTF-8 as it is too, when its lines fit."""
-    from services import mailer
+    from cardbridge.email import mailer
 
     app = make_app(**mail_config())
     long_line = "word " * 250  # over RFC 5322's 998 characters
@@ -238,7 +238,7 @@ def test_ascii_parts_go_unencoded_and_anything_else_quoted_printable(make_app, e
 
 
 def test_rendered_emails_carry_no_runs_of_blank_lines(make_app):
-    from services import mailer
+    from cardbridge.email import mailer
 
     app = make_app(**mail_config())
     with app.app_context():

@@ -1,4 +1,4 @@
-"""services/imports.py, the mapping side: every Stripe format, statuses at the cutover, conflicts,
+"""imports/service.py, the mapping side: every Stripe format, statuses at the cutover, conflicts,
 unknown customers, idempotency, and the report and export built on the result."""
 
 from __future__ import annotations
@@ -12,12 +12,17 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from extensions import db
-from models import Customer, MigratedCard, SavedPaymentMethod
-from models.types import utcnow
-from services.imports import ImportFileError, import_mapping, import_roster
-from services.links import issue_link
-from services.reporting import export_csv, needs_update_reason, refresh_statuses, status_report
+from cardbridge.customers.reporting import (
+    export_csv,
+    needs_update_reason,
+    refresh_statuses,
+    status_report,
+)
+from cardbridge.extensions import db
+from cardbridge.imports.service import ImportFileError, import_mapping, import_roster
+from cardbridge.links.service import issue_link
+from cardbridge.models import Customer, MigratedCard, SavedPaymentMethod
+from cardbridge.models.types import utcnow
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "imports"
 CUTOVER = date(2026, 12, 31)

@@ -1,4 +1,4 @@
-"""services/recording.py + services/card_setup.py against a real localstripe."""
+"""payments/recording.py + payments/card_setup.py against a real localstripe."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from stripe_helpers import active_subscription, confirm_setup_intent, ls
 from stripe_helpers import customer as stripe_customer
 from stripe_helpers import subscription as stripe_subscription
 
-from extensions import db
-from models import Customer, CustomerEvent, Link, SavedPaymentMethod
-from services import card_setup
-from services.links import issue_link
-from services.recording import SetupNotFinished, SetupNotOurs, record_setup
+from cardbridge.extensions import db
+from cardbridge.links.service import issue_link
+from cardbridge.models import Customer, CustomerEvent, Link, SavedPaymentMethod
+from cardbridge.payments import card_setup
+from cardbridge.payments.recording import SetupNotFinished, SetupNotOurs, record_setup
 
 pytestmark = pytest.mark.localstripe
 
@@ -129,7 +129,7 @@ def test_setup_intent_without_our_metadata_is_not_ours(env, localstripe_url):
 
 
 def test_a_newly_recorded_card_queues_one_confirmation_email(env, localstripe_url):
-    from models import Email
+    from cardbridge.models import Email
 
     gateway, link, customer = env
     seti = card_setup.open_setup_intent(link, gateway)

@@ -8,11 +8,11 @@ import pytest
 from sqlalchemy import func, select
 from stripe_helpers import confirm_setup_intent
 
-from extensions import db
-from models import Customer, CustomerEvent, SavedPaymentMethod
-from services import card_setup
-from services.links import issue_link
-from services.stripe_gateway import StripeGateway
+from cardbridge.extensions import db
+from cardbridge.links.service import issue_link
+from cardbridge.models import Customer, CustomerEvent, SavedPaymentMethod
+from cardbridge.payments import card_setup
+from cardbridge.payments.stripe_gateway import StripeGateway
 
 pytestmark = [pytest.mark.postgres, pytest.mark.localstripe]
 

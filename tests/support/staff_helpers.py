@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import pyotp
 
-from extensions import db
-from models import StaffUser
-from services import staff as staff_service
+from cardbridge.extensions import db
+from cardbridge.models import StaffUser
+from cardbridge.staff import accounts as staff_service
 from tests.conftest import csrf_from
 
 PASSWORD = "correct horse battery staple"

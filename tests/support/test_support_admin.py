@@ -8,9 +8,9 @@ import time
 
 from sqlalchemy import select
 
-from extensions import db
-from models import ApiToken, AuditEvent, Customer, ImportRun, StaffUser
-from services import api_tokens
+from cardbridge.extensions import db
+from cardbridge.models import ApiToken, AuditEvent, Customer, ImportRun, StaffUser
+from cardbridge.staff import api_tokens
 from tests.support.staff_helpers import create_staff, post, sign_in
 
 REASON = "new support hire, ticket 42"
@@ -123,7 +123,7 @@ def test_token_created_in_the_console_is_shown_once_stored_hashed_and_revocable(
 
 # -- audit trail ---------------------------------------------------------------------------------
 def test_audit_page_filters_by_actor_action_target_and_day(app, admin_client, admin):
-    from services import audit as audit_service
+    from cardbridge.staff import audit as audit_service
 
     with app.app_context():
         audit_service.record("a@example.com", "link.generated", "L-1", ip="1.2.3.4", reason="r1")
@@ -207,8 +207,8 @@ def test_export_downloads_the_spec_csv_and_is_audited(app, admin_client, make_cu
     customer = make_customer(legacy_id="E-1", stripe_customer_id="cus_E1", status="ready")
     make_customer(legacy_id="E-2", stripe_customer_id="cus_E2", status="ready")
     with app.app_context():
-        from extensions import db
-        from models import MigratedCard
+        from cardbridge.extensions import db
+        from cardbridge.models import MigratedCard
 
         db.session.add(MigratedCard(customer_id=customer.id, old_card_id="c1",
                                     stripe_id="card_E1", exp_month=12, exp_year=2099))
@@ -230,7 +230,7 @@ def test_export_downloads_the_spec_csv_and_is_audited(app, admin_client, make_cu
 
 
 def test_the_page_polls_a_bare_fragment_while_an_import_runs(app, admin_client):
-    from services import import_jobs
+    from cardbridge.imports import jobs as import_jobs
 
     with app.app_context():
         path = import_jobs.jobs_dir() / "20260101000000-running.json"

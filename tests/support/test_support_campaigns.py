@@ -5,9 +5,9 @@ from __future__ import annotations
 from sqlalchemy import select
 
 import blueprints.support.campaigns  # noqa: F401  (routes register on import)
-from extensions import db
-from models import AuditEvent, Email, Wave
-from services.emails import mark_bounced
+from cardbridge.email.emails import mark_bounced
+from cardbridge.extensions import db
+from cardbridge.models import AuditEvent, Email, Wave
 from tests.support.staff_helpers import post
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from extensions import db
-from models import ApiToken, AuditEvent, StaffUser
-from services import api_tokens
-from services import staff as staff_service
-from services.demo import seed
+from cardbridge.cli.demo_data import seed
+from cardbridge.extensions import db
+from cardbridge.models import ApiToken, AuditEvent, StaffUser
+from cardbridge.staff import accounts as staff_service
+from cardbridge.staff import api_tokens
 from tests.support.staff_helpers import PASSWORD
 
 

@@ -6,9 +6,9 @@ import re
 
 from sqlalchemy import select
 
-from extensions import db
-from models import AuditEvent, Customer, CustomerEvent, Email, Link, SavedPaymentMethod
-from services.links import issue_link, load_link
+from cardbridge.extensions import db
+from cardbridge.links.service import issue_link, load_link
+from cardbridge.models import AuditEvent, Customer, CustomerEvent, Email, Link, SavedPaymentMethod
 from tests.support.staff_helpers import post
 
 REASON = "customer phoned: email never arrived"

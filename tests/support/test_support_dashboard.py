@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 from datetime import date, datetime, timedelta
 
-from extensions import db
-from models import Customer, CustomerEvent, SavedPaymentMethod
-from models.types import utcnow
-from services import dashboard
-from services.charts import bar_chart
-from services.links import issue_link
+from cardbridge.customers import dashboard
+from cardbridge.customers.charts import bar_chart
+from cardbridge.extensions import db
+from cardbridge.links.service import issue_link
+from cardbridge.models import Customer, CustomerEvent, SavedPaymentMethod
+from cardbridge.models.types import utcnow
 
 
 def seed(app, make_customer):
@@ -113,7 +113,7 @@ def test_day_bucket_edges(app, make_customer):
 
 def test_dashboard_shows_each_waves_funnel(app, agent_client, make_customer):
     """Issue 5: sent → opened → started → updated per wave, on the dashboard itself."""
-    from models import Email, Wave
+    from cardbridge.models import Email, Wave
 
     people = [make_customer() for _ in range(4)]
     with app.app_context():

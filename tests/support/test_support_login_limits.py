@@ -85,7 +85,7 @@ def test_the_code_step_is_limited_too(make_app):
 OTHER_PROCESS = textwrap.dedent("""
     import json, sys
     from app import create_app
-    from extensions import db
+    from cardbridge.extensions import db
     from tests.conftest import csrf_from
     config = json.loads(sys.argv[1])
     app = create_app(config)

@@ -10,9 +10,9 @@ import pyotp
 import pytest
 from sqlalchemy import select
 
-from extensions import db
-from models import AuditEvent, StaffUser
-from services import staff as staff_service
+from cardbridge.extensions import db
+from cardbridge.models import AuditEvent, StaffUser
+from cardbridge.staff import accounts as staff_service
 from tests.support.staff_helpers import (
     FAST_HASH,
     create_staff,

@@ -1,0 +1,55 @@
+"""Which of the four SPEC statuses a customer is in, and the moves between them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import and_, exists, select, update
+
+from cardbridge.extensions import db
+from cardbridge.models import Customer, Link
+from cardbridge.models.types import utcnow
+
+
+def live_link_clause(now: datetime):
+    """SQL: this customer has a link that is unused, unrevoked and unexpired."""
+    return exists().where(
+        and_(
+            Link.customer_id == Customer.id,
+            Link.used_at.is_(None),
+            Link.revoked_at.is_(None),
+            Link.expires_at > now,
+        )
+    )
+
+
+def has_live_link(customer: Customer, now: datetime | None = None) -> bool:
+    now = now or utcnow()
+    stmt = select(
+        exists().where(
+            Link.customer_id == customer.id,
+            Link.used_at.is_(None),
+            Link.revoked_at.is_(None),
+            Link.expires_at > now,
+        )
+    )
+    return bool(db.session.execute(stmt).scalar())
+
+
+def refresh_link_status(customer: Customer, now: datetime | None = None) -> str:
+    """needs_update ⇄ invited follows whether a live link exists; ready/updated stay put."""
+    if customer.status in ("needs_update", "invited"):
+        customer.status = "invited" if has_live_link(customer, now) else "needs_update"
+    return customer.status
+
+
+def sweep_expired_invitations(now: datetime | None = None) -> int:
+    """Customers whose every link expired go back to needs_update. Safe to run any time."""
+    now = now or utcnow()
+    result = db.session.execute(
+        update(Customer)
+        .where(Customer.status == "invited", ~live_link_clause(now))
+        .values(status="needs_update")
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount or 0

@@ -1,0 +1,116 @@
+"""Queue entry points: each takes ids (or nothing), runs in the app context, calls one service.
+
+Delivery commits once per email rather than once per task: that commit is what bounds a crash
+to the one email on the wire (cardbridge/delivery/outbox.py). Everything else commits once.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from flask import current_app
+from huey import crontab
+
+from cardbridge.delivery.queue import URGENT
+from cardbridge.extensions import db, huey
+from cardbridge.models.types import utcnow
+
+log = logging.getLogger(__name__)
+
+PUMP_GRACE = timedelta(minutes=5)  # a due row older than this has lost its task (or waits)
+
+
+@huey.task()
+def deliver_emails(email_ids: list[int]) -> None:
+    """Send these outbox rows if they are still due; come back later for any that must wait."""
+    from cardbridge.delivery import outbox
+
+    with huey.app_context():
+        report = outbox.deliver(list(email_ids), commit=db.session.commit)
+        if report.retry_at is not None:
+            deliver_emails.schedule(args=(list(email_ids),), eta=report.retry_at)
+
+
+STRIPE_RETRY = timedelta(minutes=1)
+
+
+@huey.task(priority=URGENT)
+def process_stripe_event(row_id: int) -> None:
+    """A stored webhook event, processed off the web request; Stripe down: again later."""
+    from cardbridge.payments import webhook_events
+    from cardbridge.payments.stripe_gateway import StripeUnavailable
+
+    with huey.app_context():
+        try:
+            webhook_events.process(row_id, current_app.extensions["stripe_gateway"])
+            db.session.commit()
+        except StripeUnavailable:
+            db.session.rollback()
+            log.warning("stripe event %s waits: Stripe unavailable", row_id)
+            process_stripe_event.schedule(args=(row_id,), eta=utcnow() + STRIPE_RETRY)
+
+
+@huey.task(priority=URGENT)
+def send_fresh_link(email: str, public_id: str | None) -> None:
+    """A customer asked for a fresh link: the lookup happens here, not in the request."""
+    from cardbridge.links import fresh as fresh_links
+
+    with huey.app_context():
+        fresh_links.send_fresh_link(email, public_id)
+        db.session.commit()
+
+
+@huey.task()
+def run_console_import(job_id: str) -> None:
+    """A file a staff member uploaded in the console: imported here, never in a web process."""
+    from cardbridge.imports import jobs as import_jobs
+
+    with huey.app_context():
+        import_jobs.run_job(job_id)
+
+
+def _pump(grace: timedelta) -> int:
+    """Release dead workers' rows and ask again for due rows nobody is sending; the same for
+    stored webhook events whose task was lost."""
+    from cardbridge.delivery import outbox
+    from cardbridge.delivery.queue import enqueue_delivery
+    from cardbridge.payments import webhook_events
+
+    with huey.app_context():
+        outbox.reap_dead_claims()
+        db.session.commit()  # the reaper's own requeued rows are enqueued by this commit
+        ids = outbox.overdue_ids(utcnow() - grace)
+        events = webhook_events.unprocessed_ids(utcnow() - grace)
+    if ids:
+        enqueue_delivery([(ids, None, False)])
+    for row_id in events:
+        process_stripe_event(row_id)
+    return len(ids)
+
+
+def _plan_reminders() -> int:
+    from cardbridge.campaigns import service as campaigns
+
+    with huey.app_context():
+        queued = campaigns.plan_reminders()
+        db.session.commit()
+    if queued:
+        log.info("queued %d reminders", queued)
+    return queued
+
+
+@huey.periodic_task(crontab(minute="*"))
+def pump_outbox() -> None:
+    _pump(PUMP_GRACE)
+
+
+@huey.periodic_task(crontab(minute="*/10"))
+def plan_reminders() -> None:
+    _plan_reminders()
+
+
+def catch_up() -> None:
+    """What the periodic tasks do, all at once and with no grace (for `flask worker --burst`)."""
+    _plan_reminders()
+    _pump(timedelta(0))

@@ -1,0 +1,120 @@
+"""Stripe's webhook events: stored once per event id by the web request, processed by the worker.
+
+Stripe asks for a quick 2xx: the request only verifies, deduplicates and stores the event
+(`store`); the queue's worker then runs its handler (`process`), which re-reads the object
+from Stripe, so duplicates and out-of-order delivery end in the same state. Events about
+objects that are not ours are recorded as such and change nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from cardbridge.extensions import db
+from cardbridge.models import CustomerEvent, StripeEvent
+from cardbridge.models.types import utcnow
+from cardbridge.payments import card_setup
+from cardbridge.payments.recording import SetupNotFinished, SetupNotOurs, link_named_by
+from cardbridge.payments.stripe_gateway import NotFound, StripeGateway, StripeRejected
+
+log = logging.getLogger(__name__)
+
+QUEUED = "queued"
+
+
+def _object_id(event: dict) -> str | None:
+    obj = (event.get("data") or {}).get("object") or {}
+    value = obj.get("id") if isinstance(obj, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def _setup_succeeded(event: dict, gateway: StripeGateway) -> str:
+    recorded = card_setup.finish_setup_intent(_object_id(event) or "", gateway, via="webhook")
+    return "recorded" if recorded.created else "already_recorded"
+
+
+def _checkout_completed(event: dict, gateway: StripeGateway) -> str:
+    recorded = card_setup.finish_checkout_session(_object_id(event) or "", gateway, via="webhook")
+    return "recorded" if recorded.created else "already_recorded"
+
+
+def _setup_failed(event: dict, gateway: StripeGateway) -> str:
+    setup_intent = gateway.retrieve_setup_intent(_object_id(event) or "")
+    link = link_named_by(setup_intent.get("metadata"))
+    if link is None:
+        return "not_ours"
+    error = setup_intent.get("last_setup_error") or {}
+    db.session.add(
+        CustomerEvent(
+            customer_id=link.customer_id, link_id=link.id, kind="setup_failed",
+            details={"setup_intent": setup_intent["id"], "code": error.get("code"),
+                     "decline_code": error.get("decline_code")},
+        )
+    )
+    return "failure_recorded"
+
+
+HANDLERS = {
+    "setup_intent.succeeded": _setup_succeeded,
+    "checkout.session.completed": _checkout_completed,
+    "setup_intent.setup_failed": _setup_failed,
+}
+
+
+def seen(event_id: str) -> bool:
+    return db.session.execute(
+        select(StripeEvent.id).where(StripeEvent.event_id == event_id)
+    ).first() is not None
+
+
+def store(event: dict) -> StripeEvent | None:
+    """The event's row, waiting for the worker; None when this event id is already stored."""
+    event_type = str(event["type"])
+    handled = event_type in HANDLERS
+    row = StripeEvent(event_id=event["id"], type=event_type[:100], object_id=_object_id(event),
+                      outcome=QUEUED if handled else "ignored",
+                      payload=event if handled else None,
+                      processed_at=None if handled else utcnow())
+    try:
+        with db.session.begin_nested():
+            db.session.add(row)
+    except IntegrityError:
+        return None  # the same event delivered twice at once: the other delivery stored it
+    return row
+
+
+def process(row_id: int, gateway: StripeGateway) -> str | None:
+    """Run a stored event's handler once; StripeUnavailable goes up (the caller retries)."""
+    row = db.session.get(StripeEvent, row_id)
+    if row is None or row.processed_at is not None:
+        return None
+    handler = HANDLERS.get(row.type)
+    try:
+        outcome = handler(row.payload or {}, gateway) if handler else "ignored"
+    except (SetupNotOurs, NotFound):
+        db.session.rollback()
+        outcome = "not_ours"
+    except SetupNotFinished as exc:
+        db.session.rollback()
+        outcome = f"not_finished:{exc.status}"[:40]
+    except StripeRejected:
+        db.session.rollback()
+        log.warning("webhook event %s refused by Stripe", row.event_id)
+        outcome = "refused_by_stripe"
+    row = db.session.get(StripeEvent, row_id)
+    row.outcome, row.processed_at, row.payload = outcome, utcnow(), None
+    log.info("webhook %s %s -> %s", row.type, row.event_id, outcome)
+    return outcome
+
+
+def unprocessed_ids(stored_before: datetime, limit: int = 1000) -> list[int]:
+    """Events whose task was lost (or waits for Stripe): the pump queues them again."""
+    return list(db.session.execute(
+        select(StripeEvent.id)
+        .where(StripeEvent.processed_at.is_(None), StripeEvent.received_at < stored_before)
+        .order_by(StripeEvent.id).limit(limit)
+    ).scalars())
