@@ -61,7 +61,7 @@ def register_template_helpers(app: Flask) -> None:
 
 
 def register_extensions(app: Flask) -> None:
-    from cardbridge.payments.stripe_gateway import StripeGateway
+    from cardbridge.stripe_gateway import StripeGateway
 
     logs.init_app(app)
     db.init_app(app)
@@ -111,7 +111,7 @@ def register_blueprints(app: Flask) -> None:
 
 
 def register_error_handlers(app: Flask) -> None:
-    from cardbridge.web.errors import register
+    from blueprints.errors import register
 
     register(app)
 

@@ -155,7 +155,7 @@ def queue_link_emails(app, customers, kind: str = "link") -> list[int]:
         for made in customers:
             customer = db.session.get(Customer, made.id)
             issued = issue_link(customer, created_by="test", channel="email")
-            ids.append(send_link_email(customer, issued, kind=kind))
+            ids.append(send_link_email(customer, issued.link, kind=kind))
         db.session.commit()
     return ids
 

@@ -65,7 +65,7 @@ def test_a_rolled_back_request_queues_nothing(make_app, make_customer):
         from cardbridge.links.service import issue_link
 
         fresh = db.session.get(Customer, customer.id)
-        send_link_email(fresh, issue_link(fresh, created_by="test"))
+        send_link_email(fresh, issue_link(fresh, created_by="test").link)
         db.session.rollback()
     assert huey.pending_count() == 0 and rows(app) == []
 
@@ -152,7 +152,7 @@ def test_many_threads_racing_on_one_batch_send_each_email_once(make_app, make_cu
     app = make_app(**mail_config(sink, MAIL_BATCH_SIZE=3))
     customers = [make_customer() for _ in range(24)]
     ids = queue_link_emails(app, customers)
-    from cardbridge.delivery.queue import enqueue_delivery
+    from cardbridge.delivery.tasks import enqueue_delivery
 
     with app.app_context():
         enqueue_delivery([(ids, None, False)] * 4)  # four tasks for the same 24 rows
@@ -528,7 +528,7 @@ def test_driver_level_statements_write_what_sqlalchemy_would(make_app, make_cust
 def test_a_driver_level_statement_must_be_given_every_computed_value(make_app):
     """A column SQLAlchemy fills in from Python (`onupdate=utcnow`) would silently be NULL."""
     app = make_app()
-    from cardbridge.imports.bulk import DriverStatement
+    from cardbridge.bulk import DriverStatement
 
     statement = DriverStatement(update(Customer.__table__).values(status="invited"), set())
     with app.app_context(), pytest.raises(RuntimeError, match="updated_at"):

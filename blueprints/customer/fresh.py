@@ -10,6 +10,7 @@ from flask import current_app, request
 
 from blueprints.customer import bp
 from blueprints.customer.i18n import _, render
+from cardbridge.delivery.tasks import send_fresh_link
 from cardbridge.extensions import limiter
 from cardbridge.links.service import LinkError, public_id_of
 from cardbridge.web.security import link_page
@@ -28,7 +29,6 @@ def _email_key() -> str:
 @limiter.limit(lambda: current_app.config["FRESH_LINK_RATE_LIMIT"])
 @limiter.limit("3 per hour", key_func=_email_key)
 def fresh_link():
-    from cardbridge.delivery.tasks import send_fresh_link
 
     email = normalize_email(request.form.get("email", ""))
     token = request.form.get("token", "")[:512]

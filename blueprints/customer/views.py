@@ -32,7 +32,7 @@ from cardbridge.models import CustomerEvent, Link
 from cardbridge.models.types import utcnow
 from cardbridge.payments import card_setup
 from cardbridge.payments.recording import Recorded, SetupNotFinished, SetupNotOurs
-from cardbridge.payments.stripe_gateway import (
+from cardbridge.stripe_gateway import (
     CardDeclined,
     GatewayError,
     StripeRejected,

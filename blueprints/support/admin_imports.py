@@ -23,6 +23,7 @@ from blueprints.support import bp
 from blueprints.support.guard import admin_only, client_ip
 from cardbridge.customers.reporting import export_csv as write_export
 from cardbridge.customers.reporting import refresh_statuses
+from cardbridge.delivery import tasks
 from cardbridge.extensions import db
 from cardbridge.imports import jobs as import_jobs
 from cardbridge.staff import audit
@@ -69,6 +70,7 @@ def import_upload():
         return _page(400, upload_error="Say why you are importing this file.")
     path = import_jobs.save_upload(upload.stream, upload.filename)
     job = import_jobs.start_import(kind, path, upload.filename, actor=current_user.email)
+    tasks.run_console_import(job["id"])  # the worker imports it, never this web process
     audit.record(current_user.email, f"import.{kind}", upload.filename[:255], ip=client_ip(),
                  reason=reason, details={"job": job["id"], "bytes": path.stat().st_size
                                          if path.exists() else None})

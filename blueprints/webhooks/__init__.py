@@ -11,9 +11,10 @@ import logging
 
 from flask import Blueprint, current_app, jsonify, request
 
+from cardbridge.delivery.tasks import process_stripe_event
 from cardbridge.extensions import csrf, db
 from cardbridge.payments import webhook_events
-from cardbridge.payments.stripe_gateway import BadSignature, StripeGateway
+from cardbridge.stripe_gateway import BadSignature, StripeGateway
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
@@ -22,7 +23,6 @@ bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 @bp.post("/stripe")
 @csrf.exempt
 def stripe_webhook():
-    from cardbridge.delivery.tasks import process_stripe_event
 
     secret = current_app.config.get("STRIPE_WEBHOOK_SECRET")
     if not secret:

@@ -18,12 +18,12 @@ from datetime import UTC, date, datetime, time, timedelta
 from flask import current_app
 from sqlalchemy import and_, bindparam, distinct, exists, func, insert, or_, select, update
 
+from cardbridge.bulk import DriverStatement
 from cardbridge.campaigns import throttle
 from cardbridge.customers.statuses import sweep_expired_invitations
-from cardbridge.delivery.queue import deliver_after_commit
-from cardbridge.email.emails import LinkRow, OutboxEmail
+from cardbridge.email.emails import LinkRow, OutboxEmail, queue_email
+from cardbridge.email.pending import deliver_after_commit
 from cardbridge.extensions import db
-from cardbridge.imports.bulk import DriverStatement
 from cardbridge.links import service as link_service
 from cardbridge.models import Bounce, Customer, CustomerEvent, Email, Link, Wave
 from cardbridge.models.types import UTCDateTime, utcnow
@@ -353,7 +353,6 @@ def _could_be_due(now: datetime):
 
 
 def _queue_due_reminder(anchor: Email, now: datetime) -> bool:
-    from cardbridge.email.emails import queue_email
 
     steps = reminder_steps(anchor.sent_at)
     names = [name for name, _ in steps]

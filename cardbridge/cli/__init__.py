@@ -6,24 +6,25 @@ register() adds them all.
 
 from flask import Flask
 
+from cardbridge.cli.campaigns import bounce_cli, campaign_cli, worker
+from cardbridge.cli.imports import export, import_customers, import_mapping, report
+from cardbridge.cli.links import demo, links_cli
+from cardbridge.cli.payment_page import check_payment_page
+from cardbridge.cli.staff import api_token_cli, staff_cli
+
 
 def register(app: Flask) -> None:
-    from cardbridge.cli.links import demo, links_cli
 
     app.cli.add_command(links_cli)
     app.cli.add_command(demo)
-    from cardbridge.cli.imports import export, import_customers, import_mapping, report
 
     for command in (import_customers, import_mapping, report, export):
         app.cli.add_command(command)
-    from cardbridge.cli.staff import api_token_cli, staff_cli
 
     app.cli.add_command(staff_cli)
     app.cli.add_command(api_token_cli)
-    from cardbridge.cli.campaigns import bounce_cli, campaign_cli, worker
 
     for command in (campaign_cli, worker, bounce_cli):
         app.cli.add_command(command)
-    from cardbridge.cli.payment_page import check_payment_page
 
     app.cli.add_command(check_payment_page)

@@ -9,6 +9,9 @@ from flask import current_app
 from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import func, select
 
+from cardbridge.campaigns import service as campaigns
+from cardbridge.delivery.queue import run_burst, run_consumer
+from cardbridge.email.emails import mark_bounced, needs_human
 from cardbridge.extensions import db
 from cardbridge.models import AuditEvent, Email
 
@@ -41,7 +44,6 @@ def _when(value: str | None) -> datetime | None:
 def campaign_send(status: str, limit: int | None, percent: int | None, at: str | None,
                   rate: int | None, dry_run: bool) -> None:
     """Queue link emails for every customer in that status not yet emailed a live link."""
-    from cardbridge.campaigns import service as campaigns
 
     when = _when(at)
     try:
@@ -72,7 +74,6 @@ def campaign_send(status: str, limit: int | None, percent: int | None, at: str |
 @campaign_cli.command("list")
 def campaign_list() -> None:
     """Waves, newest first, with their funnel: sent → opened → started → updated."""
-    from cardbridge.campaigns import service as campaigns
 
     rows = campaigns.wave_funnel()
     if not rows:
@@ -95,7 +96,6 @@ def campaign_list() -> None:
 @with_appcontext
 def worker(burst: bool, workers: int, processes: int) -> None:
     """Run the task queue worker (emails, reminders)."""
-    from cardbridge.delivery.queue import run_burst, run_consumer
 
     huey = current_app.extensions["huey"]
     if not burst:
@@ -116,7 +116,6 @@ def worker(burst: bool, workers: int, processes: int) -> None:
 @click.option("--reason", default="marked by operator", show_default=True)
 def bounce_mark(email: str, reason: str) -> None:
     """Stop all email to EMAIL and list its customers as needing a human."""
-    from cardbridge.email.emails import mark_bounced
 
     try:
         bounce, cancelled = mark_bounced(email, source="cli", reason=reason)
@@ -131,7 +130,6 @@ def bounce_mark(email: str, reason: str) -> None:
 @bounce_cli.command("list")
 def bounce_list() -> None:
     """Customers whose email cannot reach them: bounced, or an email that failed."""
-    from cardbridge.email.emails import needs_human
 
     rows = needs_human()
     if not rows:

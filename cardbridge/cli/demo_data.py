@@ -11,6 +11,7 @@ from cardbridge.extensions import db
 from cardbridge.links.service import issue_link
 from cardbridge.models import Customer, MigratedCard, SavedPaymentMethod
 from cardbridge.models.types import utcnow
+from cardbridge.staff.accounts import ensure_demo_admin
 
 PEOPLE = [
     # legacy id, name, email, status, card on file (brand, last4, month, year); locale "en"
@@ -73,7 +74,6 @@ def seed(link_count: int = 2) -> list[str]:
         issued = issue_link(customer, created_by="demo")
         language = " (en français)" if customer.locale == "fr" else ""
         lines.append(f"link for {customer.name} <{customer.email}>{language}: {issued.url}")
-    from cardbridge.staff.accounts import ensure_demo_admin  # the support console's demo login
 
     admin, password = ensure_demo_admin()
     lines.append(f"staff login: {admin.email} / {password}  "

@@ -6,7 +6,10 @@ import click
 from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import or_, select
 
+from cardbridge.cli.demo_data import seed
+from cardbridge.email.emails import send_link_email
 from cardbridge.extensions import db
+from cardbridge.links.service import issue_link, revoke_links
 from cardbridge.models import AuditEvent, Customer
 
 links_cli = AppGroup("links", help="Make or revoke customer update links.")
@@ -29,7 +32,6 @@ def find_customer(ref: str) -> Customer:
               help="Days the link lives (default and most: LINK_MAX_AGE_DAYS).")
 def links_create(legacy_id: str, send: bool, days: int | None) -> None:
     """Make a link for one customer; the URL is the last line printed."""
-    from cardbridge.links.service import issue_link
 
     customer = find_customer(legacy_id)
     try:
@@ -40,9 +42,8 @@ def links_create(legacy_id: str, send: bool, days: int | None) -> None:
     db.session.add(AuditEvent(actor="cli", action="link.generated", target=customer.legacy_id,
                               details={"link": issued.link.public_id, "send": send}))
     if send:
-        from cardbridge.email.emails import send_link_email
 
-        send_link_email(customer, issued)
+        send_link_email(customer, issued.link)
     db.session.commit()
     click.echo(f"customer {customer.legacy_id} <{customer.email}> status {customer.status}")
     click.echo(f"expires {issued.link.expires_at:%Y-%m-%d %H:%M} UTC"
@@ -54,7 +55,6 @@ def links_create(legacy_id: str, send: bool, days: int | None) -> None:
 @click.argument("legacy_id")
 def links_revoke(legacy_id: str) -> None:
     """Revoke every live link of that customer."""
-    from cardbridge.links.service import revoke_links
 
     customer = find_customer(legacy_id)
     count = revoke_links(customer, by="cli")
@@ -70,7 +70,6 @@ def links_revoke(legacy_id: str) -> None:
               help="How many customer links to print.")
 def demo(link_count: int) -> None:
     """Seed demo customers in every status and print customer links."""
-    from cardbridge.cli.demo_data import seed
 
     for line in seed(link_count):
         click.echo(line)

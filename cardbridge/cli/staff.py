@@ -8,7 +8,7 @@ import click
 from flask.cli import AppGroup
 
 from cardbridge.extensions import db
-from cardbridge.models import ROLES
+from cardbridge.models import ROLES, StaffUser
 from cardbridge.staff import accounts as staff_service
 from cardbridge.staff import api_tokens, audit
 
@@ -80,7 +80,6 @@ def staff_list() -> None:
     """List staff accounts."""
     from sqlalchemy import select
 
-    from cardbridge.models import StaffUser
 
     for user in db.session.execute(select(StaffUser).order_by(StaffUser.email)).scalars():
         state = "active" if user.active else "disabled"

@@ -8,6 +8,7 @@ from sqlalchemy import case, or_, select
 
 from cardbridge.extensions import db
 from cardbridge.models import AuditEvent, Customer, CustomerEvent, Link, SavedPaymentMethod
+from cardbridge.models.emails import Email
 from cardbridge.models.types import utcnow
 
 MAX_QUERY_LENGTH = 320
@@ -94,18 +95,11 @@ class CustomerFile:
         return sum(1 for row in self.links if row.state == "live")
 
 
-def email_history(customer: Customer, limit: int = 50) -> list | None:
-    """Emails to this customer from the outbox, or None when there is no outbox model."""
-    try:
-        from cardbridge.models.emails import Email  # the email outbox (issue 5) may not exist yet
-    except ImportError:
-        return None
-    column = getattr(Email, "customer_id", None)
-    if column is None:
-        return None
-    order = getattr(Email, "created_at", None) or Email.id
+def email_history(customer: Customer, limit: int = 50) -> list:
+    """Emails to this customer from the outbox, newest first."""
     return list(db.session.execute(
-        select(Email).where(column == customer.id).order_by(order.desc()).limit(limit)
+        select(Email).where(Email.customer_id == customer.id)
+        .order_by(Email.created_at.desc()).limit(limit)
     ).scalars())
 
 

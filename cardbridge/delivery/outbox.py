@@ -51,13 +51,13 @@ from pathlib import Path
 from flask import current_app
 from sqlalchemy import bindparam, delete, event, func, insert, or_, select, update
 
+from cardbridge.bulk import DriverStatement
 from cardbridge.campaigns import service as campaigns
 from cardbridge.campaigns import throttle
-from cardbridge.delivery.queue import TASK_CHUNK, deliver_after_commit
 from cardbridge.email import mailer
 from cardbridge.email.emails import CustomerRow, LinkRow, OutboxEmail, compose, mark_bounced
+from cardbridge.email.pending import TASK_CHUNK, deliver_after_commit
 from cardbridge.extensions import db
-from cardbridge.imports.bulk import DriverStatement
 from cardbridge.models import Customer, Email, EmailClaim, Link, MigratedCard
 from cardbridge.models.types import UTCDateTime, utcnow
 

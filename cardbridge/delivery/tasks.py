@@ -7,14 +7,24 @@ to the one email on the wire (cardbridge/delivery/outbox.py). Everything else co
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+import threading
+from collections.abc import Iterable
+from datetime import datetime, timedelta
 
 from flask import current_app
 from huey import crontab
+from sqlalchemy import event
+from sqlalchemy.orm import Session
 
-from cardbridge.delivery.queue import URGENT
+from cardbridge.campaigns import service as campaigns
+from cardbridge.delivery import outbox
+from cardbridge.email.pending import PENDING_KEY, TASK_CHUNK, URGENT
 from cardbridge.extensions import db, huey
+from cardbridge.imports import jobs as import_jobs
+from cardbridge.links import fresh as fresh_links
 from cardbridge.models.types import utcnow
+from cardbridge.payments import webhook_events
+from cardbridge.stripe_gateway import StripeUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +34,6 @@ PUMP_GRACE = timedelta(minutes=5)  # a due row older than this has lost its task
 @huey.task()
 def deliver_emails(email_ids: list[int]) -> None:
     """Send these outbox rows if they are still due; come back later for any that must wait."""
-    from cardbridge.delivery import outbox
-
     with huey.app_context():
         report = outbox.deliver(list(email_ids), commit=db.session.commit)
         if report.retry_at is not None:
@@ -38,9 +46,6 @@ STRIPE_RETRY = timedelta(minutes=1)
 @huey.task(priority=URGENT)
 def process_stripe_event(row_id: int) -> None:
     """A stored webhook event, processed off the web request; Stripe down: again later."""
-    from cardbridge.payments import webhook_events
-    from cardbridge.payments.stripe_gateway import StripeUnavailable
-
     with huey.app_context():
         try:
             webhook_events.process(row_id, current_app.extensions["stripe_gateway"])
@@ -54,8 +59,6 @@ def process_stripe_event(row_id: int) -> None:
 @huey.task(priority=URGENT)
 def send_fresh_link(email: str, public_id: str | None) -> None:
     """A customer asked for a fresh link: the lookup happens here, not in the request."""
-    from cardbridge.links import fresh as fresh_links
-
     with huey.app_context():
         fresh_links.send_fresh_link(email, public_id)
         db.session.commit()
@@ -64,8 +67,6 @@ def send_fresh_link(email: str, public_id: str | None) -> None:
 @huey.task()
 def run_console_import(job_id: str) -> None:
     """A file a staff member uploaded in the console: imported here, never in a web process."""
-    from cardbridge.imports import jobs as import_jobs
-
     with huey.app_context():
         import_jobs.run_job(job_id)
 
@@ -73,10 +74,6 @@ def run_console_import(job_id: str) -> None:
 def _pump(grace: timedelta) -> int:
     """Release dead workers' rows and ask again for due rows nobody is sending; the same for
     stored webhook events whose task was lost."""
-    from cardbridge.delivery import outbox
-    from cardbridge.delivery.queue import enqueue_delivery
-    from cardbridge.payments import webhook_events
-
     with huey.app_context():
         outbox.reap_dead_claims()
         db.session.commit()  # the reaper's own requeued rows are enqueued by this commit
@@ -90,8 +87,6 @@ def _pump(grace: timedelta) -> int:
 
 
 def _plan_reminders() -> int:
-    from cardbridge.campaigns import service as campaigns
-
     with huey.app_context():
         queued = campaigns.plan_reminders()
         db.session.commit()
@@ -114,3 +109,52 @@ def catch_up() -> None:
     """What the periodic tasks do, all at once and with no grace (for `flask worker --burst`)."""
     _plan_reminders()
     _pump(timedelta(0))
+
+
+# -- "deliver these ids once this transaction commits" -------------------------------------------
+_hook_installed = False
+_hook_lock = threading.Lock()
+
+
+def install_commit_hook() -> None:
+    """Hand committed emails to the queue (called by create_app through queue.init_app)."""
+    global _hook_installed
+    with _hook_lock:
+        if _hook_installed:
+            return
+        event.listen(Session, "after_commit", _after_commit)
+        event.listen(Session, "after_rollback", _after_rollback)
+        _hook_installed = True
+
+
+def _after_commit(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint was released: the rows are not committed yet
+    pending = session.info.pop(PENDING_KEY, None)
+    if pending:
+        grouped: dict[tuple, list[int]] = {}
+        for ids, eta, urgent in pending:  # one task per chunk, however many calls queued them
+            grouped.setdefault((eta, urgent), []).extend(ids)
+        enqueue_delivery([(ids, eta, urgent) for (eta, urgent), ids in grouped.items()])
+
+
+def _after_rollback(session: Session) -> None:
+    # Ids of rows that were never committed must not reach the queue. (A savepoint rolled
+    # back: its rows never asked to be delivered; see queue_email.)
+    if not session.in_nested_transaction():
+        session.info.pop(PENDING_KEY, None)
+
+
+def enqueue_delivery(batches: Iterable[tuple[list[int], datetime | None, bool]]) -> int:
+    """Put delivery tasks on the queue; a failure here only delays mail (the pump finds it)."""
+    count = 0
+    try:
+        for ids, eta, urgent in batches:
+            for start in range(0, len(ids), TASK_CHUNK):
+                chunk = ids[start:start + TASK_CHUNK]
+                task = deliver_emails.s(chunk, eta=eta, priority=URGENT if urgent else None)
+                deliver_emails.huey.enqueue(task)
+                count += 1
+    except Exception:  # a queue outage must not fail the request that already committed
+        log.exception("could not enqueue email delivery; the minute pump will pick it up")
+    return count

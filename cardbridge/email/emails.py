@@ -17,11 +17,10 @@ from sqlalchemy import exists, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 
-from cardbridge.delivery.queue import deliver_after_commit
 from cardbridge.email.mailer import Language, language, pick_locale, render
+from cardbridge.email.pending import deliver_after_commit
 from cardbridge.extensions import db
-from cardbridge.links.service import IssuedLink
-from cardbridge.models import Bounce, Customer, CustomerEvent, Email, SavedPaymentMethod
+from cardbridge.models import Bounce, Customer, CustomerEvent, Email, Link, SavedPaymentMethod
 from cardbridge.models.customers import known_card
 from cardbridge.models.links import link_state
 from cardbridge.models.types import utcnow
@@ -66,14 +65,14 @@ def queue_email(customer: Customer, kind: str, *, link_id: int | None = None,
     return email
 
 
-def send_link_email(customer: Customer, issued: IssuedLink, *, kind: str = "link") -> int:
+def send_link_email(customer: Customer, link: Link, *, kind: str = "link") -> int:
     """Queue the link email (kind="link") or the one asked for from a dead link ("fresh_link").
 
     Returns the outbox row id; the email leaves once the caller commits and a worker runs.
     """
     if kind not in ("link", "fresh_link"):
         raise ValueError(f"not a link email: {kind!r}")
-    email = queue_email(customer, kind, link_id=issued.link.id)
+    email = queue_email(customer, kind, link_id=link.id)
     assert email is not None  # no dedupe key: always a new row
     return email.id
 

@@ -27,6 +27,8 @@ from flask import Flask, current_app
 from sqlalchemy import select
 
 from cardbridge.extensions import db
+from cardbridge.imports import service as imports
+from cardbridge.imports.service import ImportFileError, failed_run
 from cardbridge.models import ImportRun
 from cardbridge.models.types import utcnow
 
@@ -85,9 +87,8 @@ def recent_runs(limit: int = 20) -> list[ImportRun]:
 
 
 def start_import(kind: str, upload_path: Path, original_name: str, *, actor: str) -> dict:
-    """Record a queued job and hand it to the task queue's worker; returns the job state."""
-    from cardbridge.delivery.tasks import run_console_import
-
+    """Record a queued job; the caller hands its id to the task queue's worker
+    (delivery/tasks.run_console_import). Returns the job state."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}")
     app = current_app._get_current_object()
@@ -97,7 +98,6 @@ def start_import(kind: str, upload_path: Path, original_name: str, *, actor: str
              "upload": upload_path.name, "run_id": None, "message": "",
              "created_at": utcnow().isoformat(), "finished_at": None}
     _write(jobs_dir(app) / f"{job_id}.json", state)
-    run_console_import(job_id)
     return state
 
 
@@ -116,14 +116,12 @@ def run_job(job_id: str, runner: Runner | None = None) -> dict | None:
 
 
 def _call_service(kind: str, upload_path: Path, name: str, progress: Callable) -> int:
-    from cardbridge.imports import service as imports
 
     func = imports.import_roster if kind == "roster" else imports.import_mapping
     return func(str(upload_path), name=name, strict=False, progress=progress).run_id
 
 
 def _run(app: Flask, path: Path, state: dict, upload_path: Path, runner: Runner | None) -> None:
-    from cardbridge.imports.service import ImportFileError, failed_run
 
     last_write = [0.0]
 

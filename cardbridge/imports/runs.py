@@ -19,8 +19,8 @@ from flask import current_app
 from sqlalchemy import select
 
 from cardbridge import csv_safe
+from cardbridge.bulk import batch_plans, roomy_sqlite_cache
 from cardbridge.extensions import db
-from cardbridge.imports.bulk import batch_plans, roomy_sqlite_cache
 from cardbridge.imports.files import ImportFileError, open_source
 from cardbridge.models import ImportRun
 from cardbridge.models.types import utcnow

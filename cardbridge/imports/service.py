@@ -22,6 +22,7 @@ from datetime import date, datetime
 
 from sqlalchemy import bindparam, func, select
 
+from cardbridge.bulk import BulkInsert, BulkUpdate, KeyedSelect, batches
 from cardbridge.customers.reporting import (
     card_usable,
     cutover_date,
@@ -32,7 +33,6 @@ from cardbridge.customers.reporting import (
 from cardbridge.extensions import db
 from cardbridge.imports import files as files
 from cardbridge.imports import mapping_formats as fmt
-from cardbridge.imports.bulk import BulkInsert, BulkUpdate, KeyedSelect, batches
 from cardbridge.imports.files import ImportFileError, RowProblem, Source
 from cardbridge.imports.runs import ImportResult, ProblemLog, Progress, failed_run, run_import
 from cardbridge.models import Customer, ImportRun, Link, MigratedCard

@@ -9,6 +9,7 @@ from __future__ import annotations
 from flask import current_app
 from limits import parse_many
 
+from cardbridge.email.emails import send_link_email
 from cardbridge.extensions import limiter
 from cardbridge.links.service import IssuedLink, issue_link, revoke_links
 from cardbridge.models import Customer
@@ -42,9 +43,8 @@ def give_link(
     audit.record(actor, "link.generated", customer.legacy_id, ip=ip, reason=reason,
                  details=details)
     if send:
-        from cardbridge.email.emails import send_link_email
 
-        send_link_email(customer, issued)
+        send_link_email(customer, issued.link)
         audit.record(actor, "link.sent", customer.legacy_id, ip=ip, reason=reason,
                      details={"link": issued.link.public_id, "to": customer.email})
     return issued

@@ -54,7 +54,7 @@ def send_fresh_link(email: str, public_id: str | None) -> int:
                      live.public_id)
         else:
             issued = issue_link(customer, created_by="customer:fresh-link", channel="email")
-            send_link_email(customer, issued, kind="fresh_link")
+            send_link_email(customer, issued.link, kind="fresh_link")
             log.info("fresh link sent customer=%s link=%s", customer.legacy_id,
                      issued.link.public_id)
         sent += 1

@@ -24,7 +24,7 @@ from cardbridge.models import Customer, CustomerEvent, Link, MigratedCard
 from cardbridge.models.customers import known_card
 from cardbridge.models.links import link_state
 from cardbridge.models.types import utcnow
-from cardbridge.payments.stripe_gateway import GatewayError
+from cardbridge.stripe_gateway import GatewayError
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from cardbridge.payments.recording import (
     link_named_by,
     record_setup,
 )
-from cardbridge.payments.stripe_gateway import NotFound, StripeGateway
+from cardbridge.stripe_gateway import NotFound, StripeGateway
 
 log = logging.getLogger(__name__)
 

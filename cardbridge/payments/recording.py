@@ -20,7 +20,7 @@ from cardbridge.extensions import db
 from cardbridge.links import service as link_service
 from cardbridge.models import Customer, CustomerEvent, Link, SavedPaymentMethod
 from cardbridge.models.types import utcnow
-from cardbridge.payments.stripe_gateway import StripeGateway
+from cardbridge.stripe_gateway import StripeGateway
 
 log = logging.getLogger(__name__)
 

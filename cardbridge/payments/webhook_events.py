@@ -19,7 +19,7 @@ from cardbridge.models import CustomerEvent, StripeEvent
 from cardbridge.models.types import utcnow
 from cardbridge.payments import card_setup
 from cardbridge.payments.recording import SetupNotFinished, SetupNotOurs, link_named_by
-from cardbridge.payments.stripe_gateway import NotFound, StripeGateway, StripeRejected
+from cardbridge.stripe_gateway import NotFound, StripeGateway, StripeRejected
 
 log = logging.getLogger(__name__)
 

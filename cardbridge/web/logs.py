@@ -83,6 +83,10 @@ def _dict_config(fmt: str) -> dict:
             "gunicorn.access": {"level": "WARNING", "handlers": [], "propagate": True},
             "werkzeug": {"level": "INFO", "handlers": [], "propagate": True},
             "alembic": {"level": "WARNING", "handlers": [], "propagate": True},
+            # Flask-Limiter's INFO line names the limit's key: for the fresh-link form, an
+            # email address. Its warnings (storage errors) still come through.
+            "flask-limiter": {"level": "WARNING", "handlers": [], "propagate": True},
+            "stripe": {"level": "WARNING", "handlers": [], "propagate": True},
         },
     }
 

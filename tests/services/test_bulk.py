@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 
+from cardbridge.bulk import BulkInsert, BulkUpdate, KeyedSelect, batch_plans
 from cardbridge.extensions import db
-from cardbridge.imports.bulk import BulkInsert, BulkUpdate, KeyedSelect, batch_plans
 from cardbridge.models import Customer
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)

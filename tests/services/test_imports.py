@@ -84,7 +84,7 @@ def test_row_errors_are_reported_with_line_numbers_and_good_rows_import(ctx):
 
 
 def test_a_duplicate_id_in_a_later_batch_is_caught(ctx, tmp_path, monkeypatch):
-    monkeypatch.setattr("cardbridge.imports.bulk.BATCH_SIZE", 2)
+    monkeypatch.setattr("cardbridge.bulk.BATCH_SIZE", 2)
     lines = ["legacy_customer_id,email"] + [f"{i},c{i}@example.com" for i in range(6)]
     lines.append("1,late-duplicate@example.com")
     result = import_roster(write(tmp_path, "r.csv", "\n".join(lines) + "\n"))
@@ -210,7 +210,7 @@ def test_a_stream_can_be_imported_with_a_name(ctx):
 
 
 def test_progress_reports_rows_and_bytes(ctx, tmp_path, monkeypatch):
-    monkeypatch.setattr("cardbridge.imports.bulk.BATCH_SIZE", 10)
+    monkeypatch.setattr("cardbridge.bulk.BATCH_SIZE", 10)
     lines = ["legacy_customer_id,email"] + [f"{i},c{i}@example.com" for i in range(25)]
     path = write(tmp_path, "r.csv", "\n".join(lines) + "\n")
     seen = []

@@ -12,7 +12,7 @@ from cardbridge.extensions import db
 from cardbridge.links.service import issue_link
 from cardbridge.models import Customer, CustomerEvent, SavedPaymentMethod
 from cardbridge.payments import card_setup
-from cardbridge.payments.stripe_gateway import StripeGateway
+from cardbridge.stripe_gateway import StripeGateway
 
 pytestmark = [pytest.mark.postgres, pytest.mark.localstripe]
 

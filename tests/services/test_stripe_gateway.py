@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cardbridge.payments.stripe_gateway import (
+from cardbridge.stripe_gateway import (
     CardDeclined,
     NotFound,
     StripeGateway,
@@ -55,7 +55,7 @@ def test_retries_reuse_the_same_idempotency_key_derived_from_our_ids(fault):
 
 
 def test_idempotency_keys_differ_per_ids_and_stay_ascii_for_any_legacy_id():
-    from cardbridge.payments.stripe_gateway import StripeGateway
+    from cardbridge.stripe_gateway import StripeGateway
 
     keys = {StripeGateway._key("customer", legacy)["idempotency_key"]
             for legacy in ("客户-1", "客户-2", "x" * 5000, "a:b", "a\x1fb")}

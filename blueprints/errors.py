@@ -8,6 +8,8 @@ from flask import Flask, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
+from blueprints.customer import i18n
+
 log = logging.getLogger(__name__)
 
 
@@ -33,7 +35,6 @@ def _render(status: int, title: str, message: str, code: str):
                                message=message), status
     # Customers read it in their language: their own on their link's pages, else their
     # browser's. A message the catalogue lacks (a rare HTTP error's own text) stays English.
-    from blueprints.customer import i18n
 
     lang = i18n.current()
     return i18n.render("errors/error.html", status=status, title=lang.gettext(title),
