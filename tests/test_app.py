@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 import pytest
-from sqlalchemy.exc import OperationalError
 
 from cardbridge.config import TUNING_INTS, ConfigError, load_config
 
@@ -16,14 +15,15 @@ def test_healthz_answers_ok_when_the_database_answers(client):
     assert response.get_json() == {"status": "ok"}
 
 
-def test_healthz_answers_503_when_the_database_does_not(app, client, monkeypatch):
-    from cardbridge.extensions import db
+def test_healthz_answers_503_when_the_database_really_does_not_answer(make_app):
+    from tests.testlib import free_port
 
-    def broken(*args, **kwargs):
-        raise OperationalError("SELECT 1", {}, Exception("down"))
-
-    monkeypatch.setattr(db.session, "execute", broken)
-    assert client.get("/healthz").status_code == 503
+    # A PostgreSQL address where nothing listens: the real driver, a real refused connection.
+    app = make_app(create_schema=False, SQLALCHEMY_DATABASE_URI=(
+        f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nowhere?connect_timeout=2"))
+    response = app.test_client().get("/healthz")
+    assert response.status_code == 503
+    assert response.get_json()["status"] != "ok"
 
 
 def test_production_refuses_to_start_without_secret_key(tmp_path):

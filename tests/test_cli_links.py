@@ -7,6 +7,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from cardbridge.extensions import db
+from cardbridge.links.service import load_link
 from cardbridge.models import AuditEvent, Customer, Link
 
 
@@ -23,10 +24,14 @@ def test_links_create_prints_the_url_last_and_invites(app, runner, make_customer
         assert url.split("/u/")[1] not in str(audit.details)  # the token is never stored
 
 
-def test_links_create_accepts_a_stripe_customer_id(runner, make_customer):
-    make_customer(legacy_id="L-2", stripe_customer_id="cus_abc")
+def test_links_create_accepts_a_stripe_customer_id(app, runner, make_customer):
+    make_customer(legacy_id="L-1", stripe_customer_id="cus_other")
+    wanted = make_customer(legacy_id="L-2", stripe_customer_id="cus_abc")
     result = runner.invoke(args=["links", "create", "cus_abc", "--days", "3"])
     assert result.exit_code == 0, result.output
+    token = result.output.strip().splitlines()[-1].split("/u/")[1]
+    with app.app_context():
+        assert load_link(token).customer_id == wanted.id  # the link is the cus_ customer's
 
 
 def test_links_create_send_writes_the_email(app, runner, make_customer):

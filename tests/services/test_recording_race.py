@@ -14,7 +14,7 @@ from cardbridge.models import Customer, CustomerEvent, SavedPaymentMethod
 from cardbridge.payments import card_setup
 from cardbridge.stripe_gateway import StripeGateway
 
-pytestmark = [pytest.mark.postgres, pytest.mark.localstripe]
+pytestmark = [pytest.mark.localstripe]  # SQLite by default, PostgreSQL with TEST_DATABASE_URL
 
 
 class InLockstep(StripeGateway):
