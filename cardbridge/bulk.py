@@ -20,6 +20,8 @@ from operator import itemgetter
 from sqlalchemy import Column, Integer, MetaData, Table, any_, bindparam, select, update
 from sqlalchemy import insert as plain_insert
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateTable
 
@@ -206,9 +208,9 @@ class KeyedSelect:
 def _insert_ignoring_conflicts(table):
     name = db.session.get_bind().dialect.name
     if name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
+        insert = postgresql_insert
     elif name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
+        insert = sqlite_insert
     else:
         return plain_insert(table)
     return insert(table).on_conflict_do_nothing()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 from sqlalchemy.exc import SQLAlchemyError
+from tqdm import tqdm
 
 from cardbridge.customers import reporting
 from cardbridge.extensions import db
@@ -23,8 +24,6 @@ class _ProgressBar:
     """tqdm over the file's bytes, with rows and rows/s; only drawn on a terminal."""
 
     def __init__(self, label: str, total: int):
-        from tqdm import tqdm
-
         self.started = time.perf_counter()
         self.bar = tqdm(total=total, desc=label, unit="B", unit_scale=True, unit_divisor=1024,
                         file=sys.stderr, leave=False, dynamic_ncols=True,

@@ -6,6 +6,7 @@ import sys
 
 import click
 from flask.cli import AppGroup
+from sqlalchemy import select
 
 from cardbridge.extensions import db
 from cardbridge.models import ROLES, StaffUser
@@ -78,8 +79,6 @@ def staff_rotate_totp_key() -> None:
 @staff_cli.command("list")
 def staff_list() -> None:
     """List staff accounts."""
-    from sqlalchemy import select
-
 
     for user in db.session.execute(select(StaffUser).order_by(StaffUser.email)).scalars():
         state = "active" if user.active else "disabled"

@@ -7,6 +7,7 @@ from functools import lru_cache, wraps
 from urllib.parse import urlsplit
 
 from flask import Flask, abort, g, request
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 STRIPE_JS_HOSTS = ("https://js.stripe.com", "https://*.js.stripe.com")
 STRIPE_FRAME_HOSTS = STRIPE_JS_HOSTS + ("https://hooks.stripe.com",)
@@ -111,8 +112,6 @@ def bound_request_bodies(app: Flask) -> None:
 def init_app(app: Flask) -> None:
     hops = app.config.get("TRUSTED_PROXY_HOPS", 0)
     if hops:
-        from werkzeug.middleware.proxy_fix import ProxyFix
-
         # Exactly the configured hops: more would let clients spoof X-Forwarded-For.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
 
