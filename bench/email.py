@@ -1,7 +1,7 @@
 """Throughput of campaign email through the worker against raw smtplib, to one SMTP sink.
 
     .venv/bin/python bench/email.py [-n 5000] [--processes 2] [--workers 2] [--rounds 3]
-                                    [--commit-every 1] [--durable-every 50]
+                                    [--commit-every 1]
                                     [--database-url URL] [--redis-url URL]
 
 Both sides send to the same aiosmtpd sink, which runs in its own process:
@@ -10,14 +10,12 @@ Both sides send to the same aiosmtpd sink, which runs in its own process:
   on the SQLite Huey queue, or RedisHuey with --redis-url); then the worker's burst mode (the
   code `flask worker --burst --processes 2 --workers 2` runs, here in two processes forked
   from this one) claims them in batches, issues and
-  signs each link, renders the text and HTML templates in the customer's language (templates
-  rendered and CSS-inlined once per language and shape, each email filling in its own
-  values), sends over one SMTP connection per batch, and commits the outcomes every
-  `--commit-every` emails (MAIL_COMMIT_EVERY; the default 1 is the production default),
-  flushing one commit in
-  `--durable-every` to disk on SQLite (MAIL_DURABLE_EVERY; default 50, the production default).
+  signs each link, renders the text and HTML templates in the customer's language (each
+  email rendered and CSS-inlined whole), builds an `EmailMessage`, sends over one smtplib
+  connection per batch, and commits the outcomes every `--commit-every` emails
+  (MAIL_COMMIT_EVERY; the default 1 is the production default).
 * raw: smtplib on one connection sending N prebuilt messages: 40 of ours, byte for byte as
-  our transport sends them to this sink (UTF-8 parts 8bit, since it takes 8BITMIME), in turn.
+  our transport sends them to this sink, in turn.
 
 It prints both rates and ours / raw for each of --rounds rounds (default 3), and the median
 ratio. Each round's raw rate is the mean of the raw runs before and after it, so a machine
@@ -88,11 +86,11 @@ class Sink:
 
 # -- ours ----------------------------------------------------------------------------------------
 def make_app(instance: Path, port: int, database_url: str | None, commit_every: int,
-             durable_every: int = 50, redis_url: str | None = None):
+             redis_url: str | None = None):
     from app import create_app
 
     return create_app({
-        "REDIS_URL": redis_url, "MAIL_DURABLE_EVERY": durable_every,
+        "REDIS_URL": redis_url,
         "TESTING": True, "INSTANCE_PATH": str(instance), "SECRET_KEY": "bench-secret",
         "LINK_SECRET_KEYS": ["bench-link-key"], "PUBLIC_BASE_URL": "https://cards.example.com",
         "SQLALCHEMY_DATABASE_URI": database_url or f"sqlite:///{instance / 'bench.db'}",
@@ -166,7 +164,7 @@ def sample_messages(app, count: int = 40) -> list[bytes]:
             subject, text, html = compose(email, campaigns.signed_url(link))
             msg = mailer.build(email.to_address, subject, text, html,
                                message_id=mailer.message_id_for(email.id))
-            messages.append(mailer.to_bytes(msg, eight_bit=True))
+            messages.append(msg.as_bytes(policy=mailer.SMTP_POLICY))
         db.session.rollback()
     return messages
 
@@ -196,9 +194,6 @@ def main() -> None:
                              "per core of the machine the figures in the README come from)")
     parser.add_argument("--database-url", default=None, help="default: SQLite in a temp dir")
     parser.add_argument("--redis-url", default=None, help="queue on RedisHuey (default: SQLite)")
-    parser.add_argument("--durable-every", type=int, default=50,
-                        help="MAIL_DURABLE_EVERY: emails between two commits flushed to disk "
-                             "(SQLite; default 50)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="rounds of ours, each between two raw runs (default 3; the "
                              "median ratio is the figure)")
@@ -208,7 +203,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp, Sink() as sink:
         app = make_app(Path(tmp), sink.port, args.database_url, args.commit_every,
-                       args.durable_every, args.redis_url)
+                       args.redis_url)
         seed(app, args.n)
         samples = sample_messages(app)
         size = sum(map(len, samples)) // len(samples)
@@ -232,7 +227,7 @@ def main() -> None:
             huey.flush()
     print(f"emails: {args.n}, mean size {size} bytes, worker processes: {args.processes} of "
           f"{args.workers} thread(s), "
-          f"commit every {args.commit_every} email(s), flushed every {args.durable_every}, "
+          f"commit every {args.commit_every} email(s), "
           f"database: {'SQLite' if not args.database_url else args.database_url.split(':')[0]}, "
           f"queue: {'Redis' if args.redis_url else 'SQLite'}")
     for number, (ratio, ours, raw) in enumerate(rounds, 1):

@@ -18,7 +18,6 @@ from datetime import UTC, date, datetime, time, timedelta
 from flask import current_app
 from sqlalchemy import and_, bindparam, distinct, exists, func, insert, or_, select, update
 
-from cardbridge.bulk import DriverStatement
 from cardbridge.campaigns import throttle
 from cardbridge.customers.statuses import sweep_expired_invitations
 from cardbridge.email.emails import LinkRow, OutboxEmail, queue_email
@@ -51,57 +50,54 @@ def _issue_links(wanted: dict[int, str], now: datetime) -> dict[int, LinkRow]:
 
     The batch form of services.links.issue_link (same row, same event, same status move, older
     unused links superseded), for the worker, which makes thousands of them: the writes are
-    the driver's executemany (`DriverStatement`), the new rows are read back by public id.
+    executemany through the session, the new rows are read back by public id.
     """
     if not wanted:
         return {}
     days = current_app.config["LINK_MAX_AGE_DAYS"]
     ids = sorted(wanted)
     public = {cid: secrets.token_urlsafe(16) for cid in ids}
-    _SUPERSEDE.run_many([{"l_customer": cid, "l_now": now} for cid in ids])
+    db.session.execute(_SUPERSEDE, [{"l_customer": cid, "l_now": now} for cid in ids])
     expires = now + timedelta(days=days)
-    _NEW_LINK.run_many([{"l_public": public[cid], "l_customer": cid, "l_by": wanted[cid],
-                         "l_now": now, "l_expires": expires} for cid in ids])
+    db.session.execute(_NEW_LINK, [{"l_public": public[cid], "l_customer": cid,
+                                    "l_by": wanted[cid], "l_now": now, "l_expires": expires}
+                                   for cid in ids])
     by_public = {row.public_id: LinkRow(*row) for row in db.session.execute(
         select(*_LINK_ROW).where(_LINKS.c.public_id.in_(list(public.values()))))}
     links = {cid: by_public[public[cid]] for cid in ids}
-    _LINK_CREATED.run_many([
+    db.session.execute(_LINK_CREATED, [
         {"v_customer": cid, "v_link": link.id, "v_at": now,
          "v_details": {"by": wanted[cid], "channel": "email", "days": days}}
         for cid, link in links.items()])
-    INVITE.run_many([{"c_id": cid, "c_now": now} for cid in ids])
+    db.session.execute(INVITE, [{"c_id": cid, "c_now": now} for cid in ids])
     return links
 
 
-_SUPERSEDE = DriverStatement(
+_SUPERSEDE = (
     update(_LINKS).where(_LINKS.c.customer_id == bindparam("l_customer"),
                          _LINKS.c.used_at.is_(None), _LINKS.c.revoked_at.is_(None))
-    .values(revoked_at=bindparam("l_now", type_=UTCDateTime)),
-    {"l_customer", "l_now"})
-_NEW_LINK = DriverStatement(
-    insert(_LINKS).values(public_id=bindparam("l_public"), customer_id=bindparam("l_customer"),
-                          created_by=bindparam("l_by"), channel="email",
-                          created_at=bindparam("l_now", type_=UTCDateTime),
-                          expires_at=bindparam("l_expires", type_=UTCDateTime)),
-    {"l_public", "l_customer", "l_by", "l_now", "l_expires"})
+    .values(revoked_at=bindparam("l_now", type_=UTCDateTime)))
+_NEW_LINK = insert(_LINKS).values(
+    public_id=bindparam("l_public"), customer_id=bindparam("l_customer"),
+    created_by=bindparam("l_by"), channel="email",
+    created_at=bindparam("l_now", type_=UTCDateTime),
+    expires_at=bindparam("l_expires", type_=UTCDateTime))
 
 
-def event_insert(kind: str) -> DriverStatement:
-    """A timeline event of `kind` on the driver: v_customer, v_link, v_at, v_details."""
-    return DriverStatement(
-        insert(_EVENTS).values(customer_id=bindparam("v_customer"), link_id=bindparam("v_link"),
-                               kind=kind, at=bindparam("v_at", type_=UTCDateTime),
-                               details=bindparam("v_details", type_=_EVENTS.c.details.type)),
-        {"v_customer", "v_link", "v_at", "v_details"})
+def event_insert(kind: str):
+    """A timeline event of `kind` (executemany rows: v_customer, v_link, v_at, v_details)."""
+    return insert(_EVENTS).values(
+        customer_id=bindparam("v_customer"), link_id=bindparam("v_link"), kind=kind,
+        at=bindparam("v_at", type_=UTCDateTime),
+        details=bindparam("v_details", type_=_EVENTS.c.details.type))
 
 
 _LINK_CREATED = event_insert("link_created")
 # SPEC's "invited" for a customer who still needed a card: c_id, c_now.
-INVITE = DriverStatement(
+INVITE = (
     update(_CUSTOMERS)
     .where(_CUSTOMERS.c.id == bindparam("c_id"), _CUSTOMERS.c.status == "needs_update")
-    .values(status="invited", updated_at=bindparam("c_now", type_=UTCDateTime)),
-    {"c_id", "c_now"})
+    .values(status="invited", updated_at=bindparam("c_now", type_=UTCDateTime)))
 
 
 def _newest_live_links(customer_ids: set[int], now: datetime) -> dict[int, LinkRow]:

@@ -87,8 +87,7 @@ class EmailClaim(db.Model):
     """A worker's hold on a batch of `sending` emails (rows carry its token).
 
     Of a dead claim's rows, only those with id ≤ `in_flight_through` can have reached the SMTP
-    server; after a crash of the machine itself, those with id ≤ `durable_through`
-    (cardbridge/delivery/outbox.py explains why).
+    server (delivery/claims.py explains why).
     """
 
     __tablename__ = "email_claims"
@@ -98,10 +97,6 @@ class EmailClaim(db.Model):
     worker: Mapped[str] = mapped_column(String(255))  # host:pid, to spot a dead local worker
     # The highest email id that may be on the wire before the worker's next commit.
     in_flight_through: Mapped[int | None]
-    # The same bound as of the worker's last commit that was flushed to disk (delivery/outbox.py:
-    # on SQLite, the commits in between survive a crash of the worker, not of the machine).
-    durable_through: Mapped[int | None]
-    boot_id: Mapped[str | None] = mapped_column(String(36))  # the worker's machine's boot
     claimed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
