@@ -1,9 +1,9 @@
 """One sender for every email: paired templates rendered and CSS-inlined, handed to a transport.
 
 Messages are built with the email package's MIME classes. Two transports with one interface:
-SMTP through smtplib (one connection reused for a whole batch) when MAIL_SERVER is set, and `.eml` files
-under instance/outbox/ when it is not, so a machine with no mail server still shows exactly
-what would have gone out.
+SMTP through smtplib (one connection reused for a whole batch) when MAIL_SERVER is set, and
+`.eml` files under instance/outbox/ when it is not, so a machine with no mail server still
+shows exactly what would have gone out.
 
 SMTP failures are sorted by what they mean for the row that was being sent:
 `Retry` (not delivered, try again later), `Refused` (not delivered and never will be),
