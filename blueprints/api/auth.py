@@ -59,10 +59,12 @@ def _address_key() -> str:
     return "api-auth-failures:" + (request.remote_addr or "unknown")
 
 
-limiter.limit(_api_limit, key_func=_rate_key)(bp)
+# Shared limits: one budget across every /api/v1 route (a per-route limit would multiply it by
+# the number of routes).
+limiter.shared_limit(_api_limit, scope="api", key_func=_rate_key)(bp)
 # Only refused credentials count here: a script guessing tokens is stopped after a few tries.
-limiter.limit(_failure_limit, key_func=_address_key,
-              deduct_when=lambda response: response.status_code == 401)(bp)
+limiter.shared_limit(_failure_limit, scope="api-auth-failures", key_func=_address_key,
+                     deduct_when=lambda response: response.status_code == 401)(bp)
 
 
 @bp.before_request

@@ -59,8 +59,11 @@ def _account_ceiling_key() -> str:
 
 
 def _pending_key() -> str:
+    # The account the password step was for, not its marker: signing in again must not bring
+    # a fresh budget of code tries.
     pending = session.get(PENDING) or {}
-    return "staff-2fa:" + _digest(str(pending.get("marker", "")))
+    user = staff_service.pending_user(pending.get("marker"))
+    return f"staff-2fa:{user.id}" if user else "staff-2fa:" + _digest(str(pending))
 
 
 def _ip_key() -> str:

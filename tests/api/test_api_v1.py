@@ -194,6 +194,16 @@ def test_made_up_tokens_are_limited_by_address(app, client):
     assert statuses.count(401) <= 20
 
 
+def test_made_up_tokens_share_one_budget_across_routes(app, client):
+    statuses = []
+    for n in range(30):
+        headers = {"Authorization": f"Bearer cbk_guess{n:04d}"}
+        statuses.append(client.get("/api/v1/customers/L-1", headers=headers).status_code)
+        statuses.append(client.post("/api/v1/links", json={"customer": "L-1"},
+                                    headers=headers).status_code)
+    assert statuses.count(401) <= 20 and 429 in statuses
+
+
 def test_a_valid_token_is_not_held_back_by_someone_elses_guessing(app, client, auth,
                                                                    make_customer):
     make_customer(legacy_id="L-9")

@@ -168,3 +168,19 @@ def test_a_secret_stored_in_clear_before_encryption_is_sealed_by_the_rotation(ma
         user = db.session.get(StaffUser, staff.id)
         assert user.totp_secret != staff.totp_secret
         assert staff_service.totp_secret_of(user) == staff.totp_secret
+
+
+def test_signing_in_again_brings_no_new_code_tries(make_app):
+    app = make_app(STAFF_REQUIRE_2FA=True, STAFF_PASSWORD_METHOD=FAST_HASH,
+                   STAFF_LOGIN_LIMIT_PER_ACCOUNT="3 per minute",
+                   STAFF_LOGIN_LIMIT_PER_IP="100 per minute")
+    staff = create_staff(app, "coded@example.com", totp=True)
+    statuses = []
+    for _ in range(2):  # a fresh password step each round, from a fresh browser
+        client = app.test_client()
+        _password_step(client, staff)
+        for _ in range(2):
+            statuses.append(client.post("/support/login/code", data={
+                "code": "000000", "csrf_token": token_of(client, "/support/login/code")})
+                .status_code)
+    assert statuses[:3] == [200, 200, 200] and statuses[3] == 429
