@@ -24,7 +24,7 @@ from cardbridge.imports import jobs as import_jobs
 from cardbridge.links import fresh as fresh_links
 from cardbridge.models.types import utcnow
 from cardbridge.payments import webhook_events
-from cardbridge.stripe_gateway import StripeUnavailable
+from cardbridge.stripe_gateway import StripeRejected, StripeUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +50,9 @@ def process_stripe_event(row_id: int) -> None:
         try:
             webhook_events.process(row_id, current_app.extensions["stripe_gateway"])
             db.session.commit()
-        except StripeUnavailable:
+        except (StripeUnavailable, StripeRejected):
             db.session.rollback()
-            log.warning("stripe event %s waits: Stripe unavailable", row_id)
+            log.warning("stripe event %s waits: Stripe unavailable or refusing", row_id)
             process_stripe_event.schedule(args=(row_id,), eta=utcnow() + STRIPE_RETRY)
 
 

@@ -101,7 +101,7 @@ def issue_link(
         )
     )
     refresh_link_status(customer, now)
-    token = _serializer().dumps(link.public_id)
+    token = token_for(link)  # signed as of the link's creation: emails sign it the same way
     return IssuedLink(link=link, url=url_for_token(token), token=token)
 
 

@@ -9,7 +9,7 @@ objects that are not ours are recorded as such and change nothing.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -24,6 +24,7 @@ from cardbridge.stripe_gateway import NotFound, StripeGateway, StripeRejected
 log = logging.getLogger(__name__)
 
 QUEUED = "queued"
+GIVE_UP_AFTER = timedelta(days=3)
 
 
 def _object_id(event: dict) -> str | None:
@@ -102,8 +103,13 @@ def process(row_id: int, gateway: StripeGateway) -> str | None:
         db.session.rollback()
         outcome = f"not_finished:{exc.status}"[:40]
     except StripeRejected:
+        # A refusal can be ours to fix (a revoked key, a wrong account): keep the event and
+        # try again, for as long as Stripe itself retries a webhook (three days).
         db.session.rollback()
-        log.warning("webhook event %s refused by Stripe", row.event_id)
+        row = db.session.get(StripeEvent, row_id)
+        if utcnow() - row.received_at < GIVE_UP_AFTER:
+            raise
+        log.warning("webhook event %s still refused by Stripe after 3 days", row.event_id)
         outcome = "refused_by_stripe"
     row = db.session.get(StripeEvent, row_id)
     row.outcome, row.processed_at, row.payload = outcome, utcnow(), None

@@ -265,3 +265,14 @@ def test_the_webhook_answers_within_a_second_when_stripe_takes_ten(make_app, fau
     assert result.exit_code == 0, result.output
     assert outcome(app, payload) == "not_ours"  # the SetupIntent names no link of ours
     assert len(fault.requests) == 1  # the worker, not the request, waited the ten seconds
+
+
+def test_a_stripe_refusal_keeps_the_event_for_another_try(make_app, fault):
+    """A refusal can be ours to fix (a revoked key): the event is kept, not dropped."""
+    fault.then(401, {"error": {"type": "invalid_request_error", "message": "Invalid API Key"}})
+    app = make_app(STRIPE_API_BASE=fault.url)
+    payload = event("setup_intent.succeeded", {"id": "seti_refused", "object": "setup_intent"})
+    assert post(app.test_client(), payload).status_code == 200
+    assert outcome(app, payload) == "queued"
+    with app.app_context():
+        assert db.session.execute(select(StripeEvent)).scalar_one().processed_at is None
