@@ -3,9 +3,8 @@
 A wave emails customers of one status who have no emailed live link and nothing pending.
 Reminders count from the last first-link email a customer was sent (REMINDER_DAYS after it,
 and a last one REMINDER_BEFORE_CUTOVER_DAYS before CUTOVER_DATE), and stop when the customer
-is updated, their links are revoked, their address bounces, or the cutover comes.
-
-Campaign email shares one throttle across all workers (cardbridge/campaigns/throttle.py).
+is updated, their links are revoked, their address bounces, or the cutover comes. Campaign
+email shares one throttle across all workers (campaigns/throttle.py).
 """
 
 from __future__ import annotations
