@@ -56,6 +56,23 @@ def _dev_secret(instance_path: Path) -> str:
     return key
 
 
+def _key_list(env: dict, name: str) -> list[str]:
+    return [k.strip() for k in env.get(name, "").split(",") if k.strip()]
+
+
+def _stripe_keys(env: dict, production: bool) -> tuple[str, str]:
+    """The secret and publishable keys: required in production, the demo's elsewhere."""
+    secret = env.get("STRIPE_SECRET_KEY") or ""
+    publishable = env.get("STRIPE_PUBLISHABLE_KEY") or ""
+    if not secret or not publishable:
+        if production:
+            raise ConfigError("STRIPE_SECRET_KEY and STRIPE_PUBLISHABLE_KEY are required")
+        secret, publishable = secret or DEMO_SECRET_KEY, publishable or DEMO_PUBLISHABLE_KEY
+    if not secret.startswith(("sk_", "rk_")):
+        raise ConfigError("STRIPE_SECRET_KEY does not look like a Stripe secret key")
+    return secret, publishable
+
+
 def load_config(instance_path: str | os.PathLike, env: dict | None = None) -> dict:
     """Build the Flask config mapping from environment variables (SPEC "Configuration")."""
     env = dict(os.environ if env is None else env)
@@ -70,26 +87,15 @@ def load_config(instance_path: str | os.PathLike, env: dict | None = None) -> di
         if production:
             raise ConfigError("SECRET_KEY is required outside debug and demo mode")
         secret_key = _dev_secret(instance)
-    link_keys = [k.strip() for k in env.get("LINK_SECRET_KEYS", "").split(",") if k.strip()]
-    if not link_keys:
-        link_keys = [secret_key]
+    link_keys = _key_list(env, "LINK_SECRET_KEYS") or [secret_key]
     # Staff TOTP secrets are encrypted at rest with these (newest last); unset, a key derived
     # from SECRET_KEY (derive()). Their own keys keep them apart from SECRET_KEY.
-    totp_keys = [k.strip() for k in env.get("TOTP_ENCRYPTION_KEYS", "").split(",") if k.strip()]
+    totp_keys = _key_list(env, "TOTP_ENCRYPTION_KEYS")
 
     card_form = env.get("CARD_FORM", "payment_element")
     if card_form not in CARD_FORMS:
         raise ConfigError(f"CARD_FORM must be one of {', '.join(CARD_FORMS)}, got {card_form!r}")
-
-    stripe_secret = env.get("STRIPE_SECRET_KEY") or ""
-    stripe_publishable = env.get("STRIPE_PUBLISHABLE_KEY") or ""
-    if not stripe_secret or not stripe_publishable:
-        if production:
-            raise ConfigError("STRIPE_SECRET_KEY and STRIPE_PUBLISHABLE_KEY are required")
-        stripe_secret = stripe_secret or DEMO_SECRET_KEY
-        stripe_publishable = stripe_publishable or DEMO_PUBLISHABLE_KEY
-    if not stripe_secret.startswith(("sk_", "rk_")):
-        raise ConfigError("STRIPE_SECRET_KEY does not look like a Stripe secret key")
+    stripe_secret, stripe_publishable = _stripe_keys(env, production)
 
     max_age_days = _int(env, "LINK_MAX_AGE_DAYS", 14)
     if max_age_days < 1:

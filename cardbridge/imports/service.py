@@ -317,15 +317,7 @@ def _merge_cards(applied: dict[int, tuple], stored: dict[int, list], state: _Map
     for customer_id, (_row, entries) in applied.items():
         earlier = stored.get(customer_id)
         if earlier is None:  # the common case: no card of this customer stored yet
-            for entry in entries:
-                for card in entry[3]:
-                    month, year = card[5], card[6]
-                    if month is None or year is None or year * 12 + month >= cut:
-                        usable.add(customer_id)
-                    key = (customer_id, card[0])
-                    if key in inserts:  # one card twice in a batch: the last one wins
-                        repeated += 1
-                    inserts[key] = (customer_id, *card)
+            repeated += _all_new(customer_id, entries, cut, inserts, usable)
             continue
         known = {card[2]: card for card in earlier}
         mentioned = set()
@@ -353,6 +345,21 @@ def _merge_cards(applied: dict[int, tuple], stored: dict[int, list], state: _Map
     counts["cards_changed"] += len(updates)
     counts["cards_unchanged"] += unchanged
     return list(inserts.values()), updates, usable
+
+
+def _all_new(customer_id: int, entries: list, cut: int, inserts: dict, usable: set) -> int:
+    """Every card of a customer with none stored yet goes in; returns how many repeated."""
+    repeated = 0
+    for entry in entries:
+        for card in entry[3]:
+            month, year = card[5], card[6]
+            if month is None or year is None or year * 12 + month >= cut:
+                usable.add(customer_id)
+            key = (customer_id, card[0])
+            if key in inserts:  # one card twice in a batch: the last one wins
+                repeated += 1
+            inserts[key] = (customer_id, *card)
+    return repeated
 
 
 def _card_changed(old: tuple, card: fmt.Card) -> bool:

@@ -79,6 +79,21 @@ def existing_record(setup_intent_id: str) -> SavedPaymentMethod | None:
     ).scalar_one_or_none()
 
 
+def _make_default_everywhere(gateway: StripeGateway, customer_id: str, pm_id: str) -> int:
+    """The customer's default and every billable subscription's (a subscription's own default
+    wins over the customer's); returns how many subscriptions changed."""
+    gateway.set_customer_default(customer_id, pm_id)
+    changed = 0
+    for sub in gateway.billable_subscriptions(customer_id):
+        current = sub.get("default_payment_method")
+        if isinstance(current, dict):
+            current = current.get("id")
+        if current != pm_id:
+            gateway.set_subscription_default(sub["id"], pm_id)
+            changed += 1
+    return changed
+
+
 def record_setup(
     link: Link,
     setup_intent: dict,
@@ -114,15 +129,7 @@ def record_setup(
     elif owner != customer.stripe_customer_id:
         raise SetupNotOurs("payment method belongs to another customer")
 
-    gateway.set_customer_default(customer.stripe_customer_id, pm_id)
-    changed = 0
-    for sub in gateway.billable_subscriptions(customer.stripe_customer_id):
-        current = sub.get("default_payment_method")
-        if isinstance(current, dict):
-            current = current.get("id")
-        if current != pm_id:
-            gateway.set_subscription_default(sub["id"], pm_id)
-            changed += 1
+    changed = _make_default_everywhere(gateway, customer.stripe_customer_id, pm_id)
 
     card = pm.get("card") or {}
     row = SavedPaymentMethod(
