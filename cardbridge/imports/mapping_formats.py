@@ -196,9 +196,9 @@ def _grouped(records, width, ids, at, details, report) -> Iterator[Entry]:
 # would take gigabytes; the reader refuses such a file while streaming, before ijson sees it.
 MAX_JSON_DEPTH = 16
 MAX_ENTRY_BYTES = 4 * 1024 * 1024  # one customer: thousands of cards fit in far less
-# A string (skipped: brackets inside it are text), an unfinished string at the chunk's end
-# (carried to the next chunk), or a bracket.
-_STRUCTURE = re.compile(rb'"(?:[^"\\]|\\.)*"|("(?:[^"\\]|\\.)*\\?\Z)|([\[\]{}])', re.S)
+# A whole JSON string (written as the regex engine runs fastest: no alternation per byte).
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
 
 
@@ -233,20 +233,33 @@ class _CountingReader(io.RawIOBase):
         if self.offset - self.entry_start > MAX_ENTRY_BYTES:
             raise MappingTooDeep(f"one entry near byte {self.entry_start} is longer than "
                                  f"{MAX_ENTRY_BYTES // (1024 * 1024)} MB: not a Stripe mapping")
+        # Whole strings go (brackets inside them are text); what is left of a string the
+        # chunk ends inside is carried as "inside a string" (and a pending escape) only, so
+        # a long value is scanned once, not again with every chunk. All of it in C.
         text = self.carry + data
         self.carry = b""
-        brackets = []
-        for unfinished, bracket in _STRUCTURE.findall(text):
-            if unfinished:
-                # Carry only "we are inside a string" (and a pending escape), not the string:
-                # a long value is scanned once, not again with every chunk.
+        if b'\\"' not in text:
+            # No quote is escaped: every quote opens or closes a string, so what lies outside
+            # the strings is every other piece between quotes (a split, not a regex: the
+            # regex below reads about 40 MB a second, this about ten times that).
+            pieces = text.split(b'"')
+            if len(pieces) % 2 == 0:  # an odd number of quotes: the chunk ends in a string
+                pending = len(pieces[-1]) - len(pieces[-1].rstrip(b"\\"))
+                self.carry = b'"\\' if pending % 2 else b'"'
+                pieces.pop()
+            outside = b"".join(pieces[0::2])
+        else:
+            outside = _STRING.sub(b"", text)
+            quote = outside.find(b'"')
+            if quote != -1:
+                unfinished = outside[quote:]
                 pending = len(unfinished) - len(unfinished.rstrip(b"\\"))
                 self.carry = b'"\\' if pending % 2 else b'"'
-            elif bracket:
-                brackets.append(bracket)
+                outside = outside[:quote]
+        brackets = outside.translate(None, _NOT_BRACKETS)
         if not brackets:
             return
-        steps = array("b", b"".join(brackets).translate(_STEPS))
+        steps = array("b", brackets.translate(_STEPS))
         deepest = max(accumulate(steps, initial=self.depth))
         if deepest > MAX_JSON_DEPTH:
             raise MappingTooDeep(f"JSON nested deeper than {MAX_JSON_DEPTH} levels near byte "

@@ -421,3 +421,16 @@ def test_one_entry_longer_than_any_mapping_fails_with_a_clear_message(roster, tm
                  json.dumps({"1893": {"id": "cus_abc123def456", "name": huge}}))
     with pytest.raises(ImportFileError, match="longer than 4 MB"):
         import_mapping(path)
+
+
+def test_strings_holding_brackets_across_many_chunks_are_still_text(roster, tmp_path):
+    # Enough entries that strings full of brackets straddle the reader's chunk boundaries,
+    # with and without escaped quotes (the reader's two ways of skipping strings).
+    card = {"id": "card_1A", "fingerprint": "fp", "brand": "visa", "last4": "4242",
+            "exp_month": 12, "exp_year": 2030}
+    body = {"1893": {"id": "cus_abc123def456",
+                     "cards": {f"[[[[{{{{{n}" + ('\\"' if n % 7 == 0 else ""): card
+                               for n in range(6000)}}}
+    result = import_mapping(write(tmp_path, "many.json", json.dumps(body)))
+    assert result.counts
+    assert len(cards("1893")) == 6000
