@@ -191,7 +191,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="worker threads (default 2)")
     parser.add_argument("--processes", type=int, default=2,
                         help="worker processes, each with --workers threads (default 2: one "
-                             "per core of the machine the figures in the README come from)")
+                             "per core of the machine the figures in docs/benchmarks.md come from)")
     parser.add_argument("--database-url", default=None, help="default: SQLite in a temp dir")
     parser.add_argument("--redis-url", default=None, help="queue on RedisHuey (default: SQLite)")
     parser.add_argument("--rounds", type=int, default=3,

@@ -47,7 +47,7 @@ def _digest(value: str) -> str:
 
 def _account_key() -> str:
     # An account's tries from one address: whoever guesses from elsewhere does not lock the
-    # real staff member out (README, "Sign-in limits").
+    # real staff member out (docs/console-and-api.md).
     email = staff_service.normalize_email(request.form.get("email"))
     return "staff-login:" + _digest(f"{email}|{request.remote_addr or 'unknown'}")
 

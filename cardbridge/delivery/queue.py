@@ -87,7 +87,7 @@ def _drain_forked(huey: AppHuey, threads: int, processes: int) -> int:
 
     Composing and recording an email is Python work, and one process's threads share one
     core (the GIL); a process per core is how a worker machine spends them all. Each claim is
-    a committed UPDATE, so the children never hold the same email (README: at most once).
+    a committed UPDATE, so the children never hold the same email (docs/delivery.md).
     The parent's queue and database connections are closed before the fork: every child
     opens its own, as SQLite and psycopg require."""
     ctx = multiprocessing.get_context("fork")
