@@ -22,11 +22,9 @@ from cardbridge.email.mailer import pick_locale
 from cardbridge.extensions import db, limiter
 from cardbridge.links.service import (
     LinkError,
-    LinkView,
     find_link,
     load_link,
     token_for,
-    view_link,
 )
 from cardbridge.models import CustomerEvent, Link
 from cardbridge.models.types import utcnow
@@ -65,7 +63,7 @@ def invalid_link_page(err: LinkError, token: str = ""):
     )
 
 
-def _deadline(link: Link | LinkView):
+def _deadline(link: Link):
     cutover = current_app.config.get("CUTOVER_DATE")
     expires = link.expires_at.date()
     return min(cutover, expires) if cutover else expires
@@ -75,17 +73,18 @@ def _deadline(link: Link | LinkView):
 @link_page
 def page(token: str):
     try:
-        link = view_link(token)
+        link = load_link(token)
     except LinkError as err:
         return invalid_link_page(err, token)
-    lang = choose(link.locale)
+    customer = link.customer
+    lang = choose(customer.locale)
     form = current_app.config["CARD_FORM"]
     if session.get("link") != link.public_id:  # an unchanged session is not re-signed
         # Lets Checkout's cancel page bring the customer back. The public id, not the token:
         # a cookie read on a shared computer must not be a way into the page.
         session["link"] = link.public_id
     g.csp_stripe = "checkout" if form == "checkout" else "elements"  # Stripe hosts: this page only
-    card = link.card or {}
+    card = customer.known_card() or {}
     expiry = (f"{card['exp_month']:02d}/{card['exp_year']}"
               if card.get("exp_month") and card.get("exp_year") else None)
     config = current_app.config
@@ -93,9 +92,9 @@ def page(token: str):
         "customer/update.html",
         **{
             "page_url": url_for("customer.page", token=token),
-            "name": link.customer_name,
-            "email": link.customer_email,
-            "reference": link.legacy_id,
+            "name": customer.name,
+            "email": customer.email,
+            "reference": customer.legacy_id,
             "deadline": lang.day(_deadline(link)),
             "card_brand": (card.get("brand") or lang.gettext("Card")).capitalize()
             if card.get("last4") else None,

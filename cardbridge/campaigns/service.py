@@ -24,6 +24,7 @@ from cardbridge.email.pending import deliver_after_commit
 from cardbridge.extensions import db
 from cardbridge.links import service as link_service
 from cardbridge.models import Bounce, Customer, CustomerEvent, Email, Link, Wave
+from cardbridge.models.links import is_live
 from cardbridge.models.types import UTCDateTime, utcnow
 
 WAVE_STATUSES = ("needs_update", "invited")
@@ -102,8 +103,7 @@ INVITE = (
 def _newest_live_links(customer_ids: set[int], now: datetime) -> dict[int, LinkRow]:
     rows = db.session.execute(
         select(_LINKS.c.customer_id, *_LINK_ROW)
-        .where(_LINKS.c.customer_id.in_(customer_ids), _LINKS.c.used_at.is_(None),
-               _LINKS.c.revoked_at.is_(None), _LINKS.c.expires_at > now)
+        .where(_LINKS.c.customer_id.in_(customer_ids), is_live(now))
         .order_by(_LINKS.c.created_at, _LINKS.c.id))
     return {row[0]: LinkRow(*row[1:]) for row in rows}  # the last one wins: the newest
 
@@ -215,7 +215,7 @@ def _pending_or_emailed_live(now: datetime):
                              Email.kind != "confirmation")
     emailed_live = exists().where(
         Email.customer_id == Customer.id, Email.status == "sent", Email.link_id == Link.id,
-        Link.used_at.is_(None), Link.revoked_at.is_(None), Link.expires_at > now)
+        is_live(now))
     return pending | emailed_live
 
 

@@ -4,35 +4,22 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import and_, exists, select, update
+from sqlalchemy import exists, select, update
 
 from cardbridge.extensions import db
 from cardbridge.models import Customer, Link
+from cardbridge.models.links import is_live
 from cardbridge.models.types import utcnow
 
 
 def live_link_clause(now: datetime):
     """SQL: this customer has a link that is unused, unrevoked and unexpired."""
-    return exists().where(
-        and_(
-            Link.customer_id == Customer.id,
-            Link.used_at.is_(None),
-            Link.revoked_at.is_(None),
-            Link.expires_at > now,
-        )
-    )
+    return exists().where(Link.customer_id == Customer.id, is_live(now))
 
 
 def has_live_link(customer: Customer, now: datetime | None = None) -> bool:
     now = now or utcnow()
-    stmt = select(
-        exists().where(
-            Link.customer_id == customer.id,
-            Link.used_at.is_(None),
-            Link.revoked_at.is_(None),
-            Link.expires_at > now,
-        )
-    )
+    stmt = select(exists().where(Link.customer_id == customer.id, is_live(now)))
     return bool(db.session.execute(stmt).scalar())
 
 

@@ -36,6 +36,7 @@ from cardbridge.imports import mapping_formats as fmt
 from cardbridge.imports.files import ImportFileError, RowProblem, Source
 from cardbridge.imports.runs import ImportResult, ProblemLog, Progress, failed_run, run_import
 from cardbridge.models import Customer, ImportRun, Link, MigratedCard
+from cardbridge.models.links import is_live
 from cardbridge.models.types import UTCDateTime
 
 __all__ = ["ImportFileError", "ImportResult", "export_csv", "failed_run", "import_mapping",
@@ -240,8 +241,7 @@ def _mapping_batch(batch: list[fmt.Entry], state: _MappingState, problems: Probl
     waiting = [cid for cid, (row, _) in applied.items()
                if cid not in usable and row[3] != "updated"]
     live = set(db.session.execute(
-        select(Link.customer_id).where(Link.customer_id.in_(waiting), Link.used_at.is_(None),
-                                       Link.revoked_at.is_(None), Link.expires_at > state.now)
+        select(Link.customer_id).where(Link.customer_id.in_(waiting), is_live(state.now))
         .distinct()
     ).scalars()) if waiting else set()
     customer_updates = []

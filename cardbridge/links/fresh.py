@@ -17,6 +17,7 @@ from cardbridge.email.emails import queue_email, send_link_email
 from cardbridge.extensions import db
 from cardbridge.links.service import find_link, issue_link
 from cardbridge.models import Customer, Link
+from cardbridge.models.links import is_live
 from cardbridge.models.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,7 @@ def _recipients(email: str, public_id: str | None) -> list[Customer]:
 def _live_link(customer: Customer) -> Link | None:
     now = utcnow()
     return db.session.execute(
-        select(Link).where(Link.customer_id == customer.id, Link.used_at.is_(None),
-                           Link.revoked_at.is_(None), Link.expires_at > now)
+        select(Link).where(Link.customer_id == customer.id, is_live(now))
         .order_by(Link.created_at.desc()).limit(1)
     ).scalar_one_or_none()
 

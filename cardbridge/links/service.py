@@ -15,14 +15,12 @@ from datetime import datetime, timedelta
 
 from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import joinedload
 
 from cardbridge.customers.statuses import refresh_link_status
 from cardbridge.extensions import db
-from cardbridge.models import Customer, CustomerEvent, Link, MigratedCard
-from cardbridge.models.customers import known_card
-from cardbridge.models.links import link_state
+from cardbridge.models import Customer, CustomerEvent, Link
 from cardbridge.models.types import utcnow
 from cardbridge.stripe_gateway import GatewayError
 
@@ -194,64 +192,10 @@ def _find(public_id: object) -> Link | None:
     if not _plausible(public_id):
         return None
     # One round trip for what the page shows: the link, its customer and the migrated cards.
+    # The one reader of a link, for the page (which changes nothing) and its POSTs alike.
     stmt = (select(Link).where(Link.public_id == public_id)
             .options(joinedload(Link.customer).joinedload(Customer.migrated_cards)))
     return db.session.execute(stmt).unique().scalar_one_or_none()
-
-
-@dataclass(frozen=True)
-class LinkView:
-    """What the update page shows, read in one Core query: no ORM objects, nothing to flush."""
-
-    public_id: str
-    expires_at: datetime
-    customer_name: str | None
-    customer_email: str
-    legacy_id: str
-    locale: str | None
-    card: dict | None
-
-
-_links, _customers, _cards = Link.__table__, Customer.__table__, MigratedCard.__table__
-_VIEW_QUERY = (
-    select(_links.c.public_id, _links.c.expires_at, _links.c.used_at, _links.c.revoked_at,
-           _customers.c.name, _customers.c.email, _customers.c.legacy_id, _customers.c.locale,
-           _customers.c.card_brand, _customers.c.card_last4, _customers.c.card_exp_month,
-           _customers.c.card_exp_year, _cards.c.id.label("card_id"), _cards.c.brand,
-           _cards.c.last4, _cards.c.exp_month, _cards.c.exp_year)
-    .select_from(_links.join(_customers, _customers.c.id == _links.c.customer_id)
-                 .outerjoin(_cards, _cards.c.customer_id == _customers.c.id))
-    .where(_links.c.public_id == bindparam("public_id"))
-    .order_by(_cards.c.id)
-)
-
-
-def view_link(token: str, *, now: datetime | None = None) -> LinkView:
-    """The page's read of a live link: same checks as load_link, a fraction of the cost.
-
-    GET /u/<token> changes nothing, so it reads plain rows (one Core query in the request's
-    session) instead of building ORM objects it would never write.
-    """
-    public_id, problem = _verify(token)
-    if problem:
-        raise LinkError(problem)
-    if not _plausible(public_id):
-        raise LinkError("tampered")
-    rows = db.session.execute(_VIEW_QUERY, {"public_id": public_id}).all()
-    if not rows:
-        raise LinkError("tampered")
-    first = rows[0]
-    state = link_state(first, now or utcnow())
-    if state != "live":
-        raise LinkError(state, locale=first.locale)
-    return LinkView(public_id=first.public_id, expires_at=first.expires_at,
-                    customer_name=first.name, customer_email=first.email,
-                    legacy_id=first.legacy_id, locale=first.locale, card=_known_card(rows))
-
-
-def _known_card(rows) -> dict | None:
-    """Customer.known_card() over the joined rows (each row carries the roster's card_*)."""
-    return known_card([r for r in rows if r.card_id is not None], rows[0])
 
 
 def revoke_links(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy import ForeignKey, Index, String, and_
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from cardbridge.extensions import db
@@ -36,6 +36,13 @@ class Link(db.Model):
     def state(self, now: datetime) -> str:
         """live | used | revoked | expired — the first that applies, in that order of blame."""
         return link_state(self, now)
+
+
+# "Live" is defined here once, twice over: `link_state` in Python, `is_live` in SQL (a test
+# holds them equal). Every query for live links uses `is_live`.
+def is_live(now: datetime):
+    """SQL: the link is unused, unrevoked and unexpired (link_state(...) == "live")."""
+    return and_(Link.used_at.is_(None), Link.revoked_at.is_(None), Link.expires_at > now)
 
 
 def link_state(link, now: datetime) -> str:
