@@ -24,7 +24,7 @@ from email.header import Header
 from email.message import Message
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
-from email.policy import SMTP as SMTP_POLICY
+from email.policy import compat32
 from email.utils import formataddr, formatdate, getaddresses, make_msgid, parseaddr
 from functools import lru_cache
 from pathlib import Path
@@ -38,6 +38,9 @@ from flask_babel import force_locale, get_translations
 from jinja2 import Environment
 
 DEFAULT_LOCALE = "en"
+# The MIME classes' own policy, with the CRLF line ends the wire wants. (Serialising them
+# with an EmailPolicy would parse every header again: what building with them avoids.)
+SMTP_POLICY = compat32.clone(linesep="\r\n")
 SMTP_7BIT = SMTP_POLICY.clone(cte_type="7bit")
 _TRANSLATIONS = Path(__file__).resolve().parents[2] / "translations"  # beside app.py
 # How servers name what they accepted: Postfix "queued as X", others "id=X", SES "Ok X".
