@@ -46,17 +46,15 @@ _LINK_ROW = (_LINKS.c.id, _LINKS.c.public_id, _LINKS.c.created_at, _LINKS.c.expi
 
 
 def _issue_links(wanted: dict[int, str], now: datetime) -> dict[int, LinkRow]:
-    """A new emailed link for each customer id in `wanted` (→ created_by), in five statements.
-
-    The batch form of services.links.issue_link (same row, same event, same status move, older
-    unused links superseded), for the worker, which makes thousands of them: the writes are
-    executemany through the session, the new rows are read back by public id.
-    """
+    """A new emailed link for each customer id in `wanted` (→ created_by): the batch form of
+    links.issue_link (same row, event, status move; older links superseded and their open
+    setups closed at Stripe), its writes executemany, its new rows read back by public id."""
     if not wanted:
         return {}
     days = current_app.config["LINK_MAX_AGE_DAYS"]
     ids = sorted(wanted)
     public = {cid: secrets.token_urlsafe(16) for cid in ids}
+    link_service.close_open_setups(ids)
     db.session.execute(_SUPERSEDE, [{"l_customer": cid, "l_now": now} for cid in ids])
     expires = now + timedelta(days=days)
     db.session.execute(_NEW_LINK, [{"l_public": public[cid], "l_customer": cid,

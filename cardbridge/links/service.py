@@ -212,12 +212,7 @@ def revoke_links(
     so nothing more can be confirmed on them (and recording refuses a revoked link anyway).
     """
     now = now or utcnow()
-    open_setups = db.session.execute(
-        select(Link.public_id, Link.setup_intent_id, Link.checkout_session_id)
-        .where(Link.customer_id == customer.id, Link.used_at.is_(None),
-               Link.revoked_at.is_(None),
-               (Link.setup_intent_id.is_not(None) | Link.checkout_session_id.is_not(None)))
-    ).all()
+    close_open_setups([customer.id])
     result = db.session.execute(
         update(Link)
         .where(Link.customer_id == customer.id, Link.used_at.is_(None), Link.revoked_at.is_(None))
@@ -232,25 +227,33 @@ def revoke_links(
         )
     if refresh:
         refresh_link_status(customer, now)
-    for row in open_setups:
-        _close_at_stripe(row.public_id, row.setup_intent_id, row.checkout_session_id)
     return count
 
 
-def _close_at_stripe(public_id: str, seti_id: str | None, session_id: str | None) -> None:
-    """Best effort: a SetupIntent that already succeeded or is gone cannot be cancelled, and
-    Stripe being down must not stop a revoke; the row's revoked_at is what recording obeys."""
-    gateway = current_app.extensions["stripe_gateway"]
-    for what, close, stripe_id in (("setup_intent", gateway.cancel_setup_intent, seti_id),
-                                   ("checkout_session", gateway.expire_checkout_session,
-                                    session_id)):
-        if not stripe_id:
-            continue
-        try:
-            close(stripe_id)
-        except GatewayError as exc:
-            log.warning("could not close %s of revoked link=%s: %s", what, public_id,
-                        type(exc).__name__)
+def close_open_setups(customer_ids: list[int]) -> None:
+    """Cancel the open SetupIntents and expire the Checkout Sessions of these customers' unused,
+    unrevoked links, which the caller is about to revoke or supersede (one customer's revoke,
+    or a campaign batch's new links). Best effort: one that already succeeded or is gone
+    cannot be closed, and Stripe being down must not stop a revoke; the row's revoked_at is
+    what recording obeys."""
+    rows = db.session.execute(
+        select(Link.public_id, Link.setup_intent_id, Link.checkout_session_id)
+        .where(Link.customer_id.in_(customer_ids), Link.used_at.is_(None),
+               Link.revoked_at.is_(None),
+               Link.setup_intent_id.is_not(None) | Link.checkout_session_id.is_not(None))
+    ).all()
+    gateway = current_app.extensions["stripe_gateway"] if rows else None
+    for public_id, seti_id, session_id in rows:
+        for what, close, stripe_id in (("setup_intent", gateway.cancel_setup_intent, seti_id),
+                                       ("checkout_session", gateway.expire_checkout_session,
+                                        session_id)):
+            if not stripe_id:
+                continue
+            try:
+                close(stripe_id)
+            except GatewayError as exc:
+                log.warning("could not close %s of revoked link=%s: %s", what, public_id,
+                            type(exc).__name__)
 
 
 def consume(link: Link, *, now: datetime | None = None) -> bool:

@@ -231,3 +231,22 @@ def test_oversize_bodies_answer_413(app, path, size):
     response = app.test_client().post(path, data=b"x" * size,
                                       headers={"Content-Type": "application/json"})
     assert response.status_code == 413, (path, response.status_code)
+
+
+def test_a_campaign_batch_superseding_a_link_closes_its_open_setup(make_app, fault,
+                                                                   make_customer):
+    from cardbridge.campaigns.service import _issue_links
+    from cardbridge.models.types import utcnow
+
+    app = make_app(STRIPE_API_BASE=fault.url)
+    customer = make_customer(stripe_customer_id="cus_known")
+    _, public_id = link_for(app, customer.id)
+    with app.app_context():
+        link = db.session.execute(select(Link).where(Link.public_id == public_id)).scalar_one()
+        link.setup_intent_id = "seti_open2"
+        db.session.commit()
+        fault.then(200, {"id": "seti_open2", "object": "setup_intent", "status": "canceled"})
+        _issue_links({customer.id: "campaign"}, utcnow())  # a reminder's new link
+        db.session.commit()
+        assert db.session.get(Link, link.id).revoked_at is not None
+    assert [r["path"] for r in fault.requests] == ["/v1/setup_intents/seti_open2/cancel"]
