@@ -156,3 +156,21 @@ def test_no_function_level_import_of_cardbridge_outside_create_app():
                     continue
                 wrong.append(f"{path.relative_to(ROOT)}:{line} imports {module} inside a function")
     assert not wrong, "\n".join(wrong)
+
+
+def test_links_are_made_in_one_place():
+    """One function issues links (links.service.issue_links, for one customer or a batch):
+    no other module builds a Link row or inserts into the links table."""
+    makers = []
+    for path in _sources() + sorted((ROOT / "blueprints").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.Call):
+                continue
+            func, args = node.func, node.args
+            name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
+            builds_row = name == "Link"
+            inserts = name == "insert" and args and ast.unparse(args[0]) in {
+                "Link", "Link.__table__", "_LINKS"}
+            if builds_row or inserts:
+                makers.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert makers and all(m.startswith("cardbridge/links/service.py:") for m in makers), makers

@@ -10,12 +10,11 @@ email shares one throttle across all workers (campaigns/throttle.py).
 from __future__ import annotations
 
 import math
-import secrets
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
 from flask import current_app
-from sqlalchemy import and_, bindparam, distinct, exists, func, insert, or_, select, update
+from sqlalchemy import and_, distinct, exists, func, insert, or_, select
 
 from cardbridge.campaigns import throttle
 from cardbridge.customers.statuses import sweep_expired_invitations
@@ -25,7 +24,7 @@ from cardbridge.extensions import db
 from cardbridge.links import service as link_service
 from cardbridge.models import Bounce, Customer, CustomerEvent, Email, Link, Wave
 from cardbridge.models.links import is_live
-from cardbridge.models.types import UTCDateTime, utcnow
+from cardbridge.models.types import utcnow
 
 WAVE_STATUSES = ("needs_update", "invited")
 NEEDS_CARD = ("needs_update", "invited")
@@ -40,62 +39,9 @@ def signed_url(link: Link) -> str:
     return link_service.url_for_token(link_service.token_for(link))
 
 
-_LINKS, _EVENTS, _CUSTOMERS = Link.__table__, CustomerEvent.__table__, Customer.__table__
+_LINKS, _EVENTS = Link.__table__, CustomerEvent.__table__
 _LINK_ROW = (_LINKS.c.id, _LINKS.c.public_id, _LINKS.c.created_at, _LINKS.c.expires_at,
              _LINKS.c.used_at, _LINKS.c.revoked_at)  # LinkRow's fields, in order
-
-
-def _issue_links(wanted: dict[int, str], now: datetime) -> dict[int, LinkRow]:
-    """A new emailed link for each customer id in `wanted` (→ created_by): the batch form of
-    links.issue_link (same row, event, status move; older links superseded and their open
-    setups closed at Stripe), its writes executemany, its new rows read back by public id."""
-    if not wanted:
-        return {}
-    days = current_app.config["LINK_MAX_AGE_DAYS"]
-    ids = sorted(wanted)
-    public = {cid: secrets.token_urlsafe(16) for cid in ids}
-    link_service.close_open_setups(ids)
-    db.session.execute(_SUPERSEDE, [{"l_customer": cid, "l_now": now} for cid in ids])
-    expires = now + timedelta(days=days)
-    db.session.execute(_NEW_LINK, [{"l_public": public[cid], "l_customer": cid,
-                                    "l_by": wanted[cid], "l_now": now, "l_expires": expires}
-                                   for cid in ids])
-    by_public = {row.public_id: LinkRow(*row) for row in db.session.execute(
-        select(*_LINK_ROW).where(_LINKS.c.public_id.in_(list(public.values()))))}
-    links = {cid: by_public[public[cid]] for cid in ids}
-    db.session.execute(_LINK_CREATED, [
-        {"v_customer": cid, "v_link": link.id, "v_at": now,
-         "v_details": {"by": wanted[cid], "channel": "email", "days": days}}
-        for cid, link in links.items()])
-    db.session.execute(INVITE, [{"c_id": cid, "c_now": now} for cid in ids])
-    return links
-
-
-_SUPERSEDE = (
-    update(_LINKS).where(_LINKS.c.customer_id == bindparam("l_customer"),
-                         _LINKS.c.used_at.is_(None), _LINKS.c.revoked_at.is_(None))
-    .values(revoked_at=bindparam("l_now", type_=UTCDateTime)))
-_NEW_LINK = insert(_LINKS).values(
-    public_id=bindparam("l_public"), customer_id=bindparam("l_customer"),
-    created_by=bindparam("l_by"), channel="email",
-    created_at=bindparam("l_now", type_=UTCDateTime),
-    expires_at=bindparam("l_expires", type_=UTCDateTime))
-
-
-def event_insert(kind: str):
-    """A timeline event of `kind` (executemany rows: v_customer, v_link, v_at, v_details)."""
-    return insert(_EVENTS).values(
-        customer_id=bindparam("v_customer"), link_id=bindparam("v_link"), kind=kind,
-        at=bindparam("v_at", type_=UTCDateTime),
-        details=bindparam("v_details", type_=_EVENTS.c.details.type))
-
-
-_LINK_CREATED = event_insert("link_created")
-# SPEC's "invited" for a customer who still needed a card: c_id, c_now.
-INVITE = (
-    update(_CUSTOMERS)
-    .where(_CUSTOMERS.c.id == bindparam("c_id"), _CUSTOMERS.c.status == "needs_update")
-    .values(status="invited", updated_at=bindparam("c_now", type_=UTCDateTime)))
 
 
 def _newest_live_links(customer_ids: set[int], now: datetime) -> dict[int, LinkRow]:
@@ -148,10 +94,13 @@ def prepare_batch(emails: list[OutboxEmail], now: datetime) -> dict[int, str]:
                 needs_link.append(email)
         if reason is not None:
             reasons[email.id] = reason
-    made = _issue_links(wanted, now)
+    made_ids = link_service.issue_links(wanted, now=now)
+    by_public = {row.public_id: LinkRow(*row) for row in db.session.execute(
+        select(*_LINK_ROW).where(_LINKS.c.public_id.in_(list(made_ids.values()))))}
+    made = {cid: by_public[public_id] for cid, public_id in made_ids.items()}
     for email in needs_link:
         email.link_id, email.link = made[email.customer_id].id, made[email.customer_id]
-    for email in emails:  # _issue_links moved them on in the database
+    for email in emails:  # issue_links moved them on in the database
         if email.customer_id in made and email.customer.status == "needs_update":
             email.customer.status = "invited"
     return reasons

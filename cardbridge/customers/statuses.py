@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import bindparam, exists, insert, select, update
 
 from cardbridge.extensions import db
-from cardbridge.models import Customer, Link
+from cardbridge.models import Customer, CustomerEvent, Link
 from cardbridge.models.links import is_live
-from cardbridge.models.types import utcnow
+from cardbridge.models.types import UTCDateTime, utcnow
 
 
 def live_link_clause(now: datetime):
@@ -40,3 +40,20 @@ def sweep_expired_invitations(now: datetime | None = None) -> int:
         .execution_options(synchronize_session=False)
     )
     return result.rowcount or 0
+
+
+_CUSTOMERS, _EVENTS = Customer.__table__, CustomerEvent.__table__
+# SPEC's "invited" for customers who still needed a card and now have a live link emailed or
+# made for them (executemany rows: c_id, c_now).
+INVITE = (
+    update(_CUSTOMERS)
+    .where(_CUSTOMERS.c.id == bindparam("c_id"), _CUSTOMERS.c.status == "needs_update")
+    .values(status="invited", updated_at=bindparam("c_now", type_=UTCDateTime)))
+
+
+def event_insert(kind: str):
+    """A timeline event of `kind` (executemany rows: v_customer, v_link, v_at, v_details)."""
+    return insert(_EVENTS).values(
+        customer_id=bindparam("v_customer"), link_id=bindparam("v_link"), kind=kind,
+        at=bindparam("v_at", type_=UTCDateTime),
+        details=bindparam("v_details", type_=_EVENTS.c.details.type))

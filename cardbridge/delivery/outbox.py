@@ -20,6 +20,7 @@ from sqlalchemy import bindparam, delete, func, select, update
 
 from cardbridge.campaigns import service as campaigns
 from cardbridge.campaigns import throttle
+from cardbridge.customers.statuses import INVITE, event_insert
 from cardbridge.delivery.claims import (  # noqa: F401  (the delivery's public names)
     MAYBE_DELIVERED,
     Claim,
@@ -209,8 +210,8 @@ _RECORD = (
             last_error=bindparam("e_error"), updated_at=bindparam("e_now", type_=UTCDateTime),
             next_attempt_at=func.coalesce(bindparam("e_next", type_=UTCDateTime),
                                           _EMAILS.c.next_attempt_at)))
-_EMAILED = campaigns.event_insert("emailed")
-_INVITED = campaigns.INVITE
+_EMAILED = event_insert("emailed")
+_INVITED = INVITE
 
 
 def _record(token: str, done: list[tuple[Email, Outcome]], report: Report) -> bool:

@@ -15,13 +15,13 @@ from datetime import datetime, timedelta
 
 from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import joinedload
 
-from cardbridge.customers.statuses import refresh_link_status
+from cardbridge.customers.statuses import INVITE, event_insert, refresh_link_status
 from cardbridge.extensions import db
 from cardbridge.models import Customer, CustomerEvent, Link
-from cardbridge.models.types import utcnow
+from cardbridge.models.types import UTCDateTime, utcnow
 from cardbridge.stripe_gateway import GatewayError
 
 log = logging.getLogger(__name__)
@@ -77,30 +77,66 @@ def issue_link(
 ) -> IssuedLink:
     """Make a fresh link for `customer`; older unused links of theirs stop working."""
     now = now or utcnow()
+    public_id = issue_links({customer.id: created_by}, channel=channel, days=days, now=now)[
+        customer.id]
+    # The batch wrote through Core: what this session holds of the customer and their links
+    # is stale (status, older links' revoked_at), so it is read again.
+    db.session.expire(customer)
+    for held in list(db.session.identity_map.values()):
+        if isinstance(held, Link) and held.customer_id == customer.id:
+            db.session.expire(held)
+    link = db.session.execute(select(Link).where(Link.public_id == public_id)).scalar_one()
+    token = token_for(link)  # signed as of the link's creation: emails sign it the same way
+    return IssuedLink(link=link, url=url_for_token(token), token=token)
+
+
+def issue_links(
+    wanted: dict[int, str],
+    *,
+    channel: str = "email",
+    days: int | None = None,
+    now: datetime | None = None,
+) -> dict[int, str]:
+    """The one place links are made: a new link for each customer id in `wanted` (→ created_by),
+    for one customer or a campaign batch alike. Each customer's older unused links are
+    superseded (their open setups closed at Stripe), a `link_created` event is written, and a
+    customer who needed a card becomes `invited`. Returns customer id → the new public id.
+    Writes are executemany Core statements: a batch costs a handful of round trips."""
+    now = now or utcnow()
     max_days = current_app.config["LINK_MAX_AGE_DAYS"]
     days = max_days if days is None else days
     if not 1 <= days <= max_days:
         raise ValueError(f"a link can live 1 to {max_days} days (LINK_MAX_AGE_DAYS)")
-    revoke_links(customer, by=created_by, now=now, reason="superseded", refresh=False)
-    link = Link(
-        public_id=secrets.token_urlsafe(16),
-        customer_id=customer.id,
-        created_by=created_by,
-        channel=channel,
-        created_at=now,
-        expires_at=now + timedelta(days=days),
-    )
-    db.session.add(link)
-    db.session.flush()
-    db.session.add(
-        CustomerEvent(
-            customer_id=customer.id, link_id=link.id, kind="link_created", at=now,
-            details={"by": created_by, "channel": channel, "days": days},
-        )
-    )
-    refresh_link_status(customer, now)
-    token = token_for(link)  # signed as of the link's creation: emails sign it the same way
-    return IssuedLink(link=link, url=url_for_token(token), token=token)
+    if not wanted:
+        return {}
+    ids = sorted(wanted)
+    public = {cid: secrets.token_urlsafe(16) for cid in ids}
+    close_open_setups(ids)
+    db.session.execute(_SUPERSEDE, [{"l_customer": cid, "l_now": now} for cid in ids])
+    db.session.execute(_NEW_LINK, [
+        {"l_public": public[cid], "l_customer": cid, "l_by": wanted[cid], "l_channel": channel,
+         "l_now": now, "l_expires": now + timedelta(days=days)} for cid in ids])
+    link_ids = dict(db.session.execute(
+        select(_LINKS.c.public_id, _LINKS.c.id).where(_LINKS.c.public_id.in_(public.values()))
+    ).all())
+    db.session.execute(_LINK_CREATED, [
+        {"v_customer": cid, "v_link": link_ids[public[cid]], "v_at": now,
+         "v_details": {"by": wanted[cid], "channel": channel, "days": days}} for cid in ids])
+    db.session.execute(INVITE, [{"c_id": cid, "c_now": now} for cid in ids])
+    return public
+
+
+_LINKS = Link.__table__
+_SUPERSEDE = (
+    update(_LINKS).where(_LINKS.c.customer_id == bindparam("l_customer"),
+                         _LINKS.c.used_at.is_(None), _LINKS.c.revoked_at.is_(None))
+    .values(revoked_at=bindparam("l_now", type_=UTCDateTime)))
+_NEW_LINK = insert(_LINKS).values(
+    public_id=bindparam("l_public"), customer_id=bindparam("l_customer"),
+    created_by=bindparam("l_by"), channel=bindparam("l_channel"),
+    created_at=bindparam("l_now", type_=UTCDateTime),
+    expires_at=bindparam("l_expires", type_=UTCDateTime))
+_LINK_CREATED = event_insert("link_created")
 
 
 def _verify(token: str) -> tuple[str | None, str | None]:

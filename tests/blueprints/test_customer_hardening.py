@@ -235,7 +235,7 @@ def test_oversize_bodies_answer_413(app, path, size):
 
 def test_a_campaign_batch_superseding_a_link_closes_its_open_setup(make_app, fault,
                                                                    make_customer):
-    from cardbridge.campaigns.service import _issue_links
+    from cardbridge.links.service import issue_links
     from cardbridge.models.types import utcnow
 
     app = make_app(STRIPE_API_BASE=fault.url)
@@ -246,7 +246,7 @@ def test_a_campaign_batch_superseding_a_link_closes_its_open_setup(make_app, fau
         link.setup_intent_id = "seti_open2"
         db.session.commit()
         fault.then(200, {"id": "seti_open2", "object": "setup_intent", "status": "canceled"})
-        _issue_links({customer.id: "campaign"}, utcnow())  # a reminder's new link
+        issue_links({customer.id: "campaign"}, now=utcnow())  # a reminder's new link
         db.session.commit()
         assert db.session.get(Link, link.id).revoked_at is not None
     assert [r["path"] for r in fault.requests] == ["/v1/setup_intents/seti_open2/cancel"]
