@@ -157,6 +157,17 @@ def load_config(instance_path: str | os.PathLike, env: dict | None = None) -> di
         "BODY_LIMITS": {"customer": 16 * 1024, "api": 16 * 1024, "csp": 16 * 1024,
                         "webhooks": 1024 * 1024, "hooks_email": 1024 * 1024,
                         "health": 1024},
+        # Subscriptions (SPEC "Subscriptions: begin charging on Stripe").
+        "STRIPE_WRITE_RATE": _int(env, "STRIPE_WRITE_RATE",
+                                  80 if stripe_secret.startswith(("sk_live_", "rk_live_")) else 20),
+        "STRIPE_READ_RATE": _int(env, "STRIPE_READ_RATE",
+                                 80 if stripe_secret.startswith(("sk_live_", "rk_live_")) else 20),
+        "SUBSCRIPTION_START_BUFFER_HOURS": _int(env, "SUBSCRIPTION_START_BUFFER_HOURS", 48),
+        "SUBSCRIPTION_GUARD_HOURS": _int(env, "SUBSCRIPTION_GUARD_HOURS", 12),
+        # Legacy arrears of a past_due subscription: review (false), or a one-off item on the
+        # first Stripe invoice (true). Never forgiven silently, never billed twice.
+        "SUBSCRIPTION_BILL_ARREARS": _bool(env.get("SUBSCRIPTION_BILL_ARREARS")),
+        "SUBSCRIPTION_APPLY_CONCURRENCY": _int(env, "SUBSCRIPTION_APPLY_CONCURRENCY", 16),
         "DEMO": demo,
         "DEBUG": debug,
     }

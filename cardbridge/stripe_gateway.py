@@ -14,9 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from cardbridge.stripe_billing import BillingCalls
 
 if TYPE_CHECKING:
     import stripe
@@ -45,6 +48,10 @@ class StripeUnavailable(GatewayError):
     """Stripe could not be reached or kept failing (5xx, 429, timeout): show a retry page."""
 
 
+class RateLimited(StripeUnavailable):
+    """Stripe kept answering 429 through every backoff: slow down and try again later."""
+
+
 class StripeRejected(GatewayError):
     """Stripe refused the request itself (4xx other than a decline): a bug or a bad setting."""
 
@@ -68,7 +75,7 @@ def _plain(obj: Any) -> dict:
     return obj.to_dict(recursive=True) if hasattr(obj, "to_dict") else dict(obj)
 
 
-class StripeGateway:
+class StripeGateway(BillingCalls):
     def __init__(
         self,
         secret_key: str,
@@ -100,13 +107,11 @@ class StripeGateway:
         return self._sdk_client
 
     @classmethod
-    def from_config(cls, config: dict) -> StripeGateway:
-        return cls(
-            config["STRIPE_SECRET_KEY"],
-            config["STRIPE_API_BASE"],
-            timeout=config["STRIPE_TIMEOUT_SECONDS"],
-            max_network_retries=config["STRIPE_MAX_RETRIES"],
-        )
+    def from_config(cls, config: dict, **overrides) -> StripeGateway:
+        settings = {"timeout": config["STRIPE_TIMEOUT_SECONDS"],
+                    "max_network_retries": config["STRIPE_MAX_RETRIES"]}
+        return cls(config["STRIPE_SECRET_KEY"], config["STRIPE_API_BASE"],
+                   **settings | overrides)
 
     # -- plumbing ---------------------------------------------------------------------------
     def _call(self, what: str, fn: Callable[[], Any]) -> dict:
@@ -119,8 +124,10 @@ class StripeGateway:
                 attempt += 1
                 if attempt > self._rate_limit_retries:
                     log.warning("stripe %s rate limited, giving up after %d tries", what, attempt)
-                    raise StripeUnavailable("Stripe is busy; try again shortly") from exc
-                delay = min(0.5 * 2 ** (attempt - 1), 4.0)
+                    raise RateLimited("Stripe is busy; try again shortly") from exc
+                # Exponential, capped, with jitter: many threads told "slow down" at once
+                # must not all come back in the same instant.
+                delay = min(0.5 * 2 ** (attempt - 1), 4.0) * (0.5 + random.random())
                 log.info("stripe %s rate limited, retry %d in %.1fs", what, attempt, delay)
                 self._sleep(delay)
             except stripe.CardError as exc:

@@ -12,13 +12,16 @@ PACKAGE = ROOT / "cardbridge"
 
 # Lowest first; a module may import its own package and any package in an earlier layer.
 LAYERS: list[set[str]] = [
-    {"config", "extensions", "csv_safe", "stripe_gateway"},
+    {"config", "extensions", "csv_safe", "stripe_billing"},
+    {"stripe_gateway"},
     {"models", "bulk"},
     {"web"},
     {"customers", "staff"},
     {"email"},
     {"links"},
-    {"payments", "imports"},
+    {"imports"},
+    {"subscriptions"},
+    {"payments"},
     {"campaigns"},
     {"delivery"},
     {"cli"},

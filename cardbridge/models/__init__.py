@@ -7,6 +7,12 @@ from cardbridge.models.imports import ImportRun
 from cardbridge.models.links import Link
 from cardbridge.models.payments import SavedPaymentMethod
 from cardbridge.models.staff import ROLES, ApiToken, StaffUser
+from cardbridge.models.subscriptions import (
+    InvoicePayment,
+    LegacySubscription,
+    PriceMapEntry,
+    StripePrice,
+)
 
 __all__ = [
     "ROLES",
@@ -22,4 +28,5 @@ __all__ = [
     "SavedPaymentMethod",
     "StripeEvent",
     "Bounce", "Email", "EmailClaim", "SendBucket", "Wave",
+    "InvoicePayment", "LegacySubscription", "PriceMapEntry", "StripePrice",
 ]

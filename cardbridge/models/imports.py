@@ -10,7 +10,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from cardbridge.extensions import db
 from cardbridge.models.types import UTCDateTime, utcnow
 
-IMPORT_KINDS = ("roster", "mapping")
+IMPORT_KINDS = ("roster", "mapping", "prices", "subscriptions")
 # succeeded: applied (maybe with rows listed as not applied) · skipped: identical to the last
 # applied file · failed: a file-level error or --strict abort, nothing applied
 IMPORT_STATUSES = ("succeeded", "skipped", "failed")

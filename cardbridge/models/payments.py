@@ -30,6 +30,9 @@ class SavedPaymentMethod(db.Model):
     fingerprint: Mapped[str | None] = mapped_column(String(64))
     recorded_via: Mapped[str] = mapped_column(String(20))  # browser | webhook | return | cli
     subscriptions_updated: Mapped[int] = mapped_column(default=0)
+    # When the open invoices of the customer's subscriptions were paid with this card (or
+    # found none): None means the follow-up is still to do (the worker's pump finds it).
+    invoices_settled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     customer: Mapped[Customer] = relationship()
