@@ -11,6 +11,7 @@ from cardbridge.cli.imports import export, import_customers, import_mapping, rep
 from cardbridge.cli.links import demo, links_cli
 from cardbridge.cli.payment_page import check_payment_page
 from cardbridge.cli.staff import api_token_cli, staff_cli
+from cardbridge.cli.subscriptions import prices_cli, subscriptions_cli
 
 
 def register(app: Flask) -> None:
@@ -28,3 +29,5 @@ def register(app: Flask) -> None:
         app.cli.add_command(command)
 
     app.cli.add_command(check_payment_page)
+    app.cli.add_command(prices_cli)
+    app.cli.add_command(subscriptions_cli)

@@ -16,6 +16,7 @@ from cardbridge.customers import reporting
 from cardbridge.extensions import db
 from cardbridge.imports import service as imports
 from cardbridge.imports.mapping_formats import FORMAT_LABELS
+from cardbridge.subscriptions import revenue
 
 SHOW_PROBLEMS = 10
 
@@ -127,6 +128,7 @@ def report(as_json: bool) -> None:
     """Migration status: customers per status, and why customers still need a card."""
     data = reporting.status_report()
     db.session.commit()  # the report first brings statuses up to date
+    data["subscriptions"] = {"by_state": revenue.by_state(), "mrr_by_state": revenue.mrr_by_state()}
     if as_json:
         click.echo(json.dumps(data))
         return
@@ -149,6 +151,12 @@ def report(as_json: bool) -> None:
     if data["ready_on_cards_of_unknown_expiry"]:
         click.echo(f"\n{data['ready_on_cards_of_unknown_expiry']:,} ready customer(s) rest on "
                    "cards whose expiry the mapping does not give.")
+    if any(data["subscriptions"]["by_state"].values()):
+        click.echo("\nsubscriptions, by state (monthly recurring revenue)")
+        for state, count in data["subscriptions"]["by_state"].items():
+            mrr = ", ".join(f"{amount / 100:,.2f} {cur}" for cur, amount in sorted(
+                data["subscriptions"]["mrr_by_state"][state].items())) or "–"
+            click.echo(f"  {state:<18}{count:>10,}  {mrr}")
     for kind, run in data["last_imports"].items():
         if run:
             click.echo(f"last {kind} import: {run['file_name']} at {run['finished_at']} "

@@ -24,7 +24,9 @@ from cardbridge.imports import jobs as import_jobs
 from cardbridge.links import fresh as fresh_links
 from cardbridge.models.types import utcnow
 from cardbridge.payments import webhook_events
-from cardbridge.stripe_gateway import StripeRejected, StripeUnavailable
+from cardbridge.stripe_gateway import StripeGateway, StripeRejected, StripeUnavailable
+from cardbridge.subscriptions import apply as subscription_apply
+from cardbridge.subscriptions import guard, invoices
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,41 @@ def send_fresh_link(email: str, public_id: str | None) -> None:
         db.session.commit()
 
 
+@huey.task(priority=URGENT)
+def settle_invoices(saved_id: int) -> None:
+    """Pay the open invoices of a customer who just saved a card; Stripe down: again later."""
+    with huey.app_context():
+        try:
+            invoices.settle(saved_id, current_app.extensions["stripe_gateway"])
+            db.session.commit()
+        except (StripeUnavailable, StripeRejected):
+            db.session.rollback()
+            log.warning("open invoices of saved card %s wait: Stripe unavailable", saved_id)
+            settle_invoices.schedule(args=(saved_id,), eta=utcnow() + STRIPE_RETRY)
+
+
+@huey.task()
+def apply_subscriptions(actor: str) -> None:
+    """The console's "Apply on Stripe" button: the same work as `flask subscriptions apply`."""
+    with huey.app_context():
+        report = subscription_apply.apply(bulk_gateway())
+        log.info("subscriptions applied for %s: %s", actor, dict(report.counts))
+
+
+def bulk_gateway():
+    """A gateway for bulk work: more patient with 429s than a customer's request can be."""
+    return StripeGateway.from_config(current_app.config, rate_limit_retries=8)
+
+
+@huey.periodic_task(crontab(minute="*/5"))
+def guard_subscriptions() -> None:
+    """Never billed twice: hold what is about to start without a confirmed legacy cancel."""
+    with huey.app_context():
+        counts = guard.run_guard(bulk_gateway())
+    if counts:
+        log.warning("subscription guard: %s", dict(counts))
+
+
 @huey.task()
 def run_console_import(job_id: str) -> None:
     """A file a staff member uploaded in the console: imported here, never in a web process."""
@@ -79,10 +116,13 @@ def _pump(grace: timedelta) -> int:
         db.session.commit()  # the reaper's own requeued rows are enqueued by this commit
         ids = outbox.overdue_ids(utcnow() - grace)
         events = webhook_events.unprocessed_ids(utcnow() - grace)
+        unsettled = invoices.unsettled_ids(utcnow() - grace)
     if ids:
         enqueue_delivery([(ids, None, False)])
     for row_id in events:
         process_stripe_event(row_id)
+    for saved_id in unsettled:
+        settle_invoices(saved_id)
     return len(ids)
 
 
@@ -109,6 +149,7 @@ def catch_up() -> None:
     """What the periodic tasks do, all at once and with no grace (for `flask worker --burst`)."""
     _plan_reminders()
     _pump(timedelta(0))
+    guard_subscriptions.call_local()
 
 
 # -- "deliver these ids once this transaction commits" -------------------------------------------
@@ -130,6 +171,11 @@ def install_commit_hook() -> None:
 def _after_commit(session: Session) -> None:
     if session.in_nested_transaction():
         return  # a savepoint was released: the rows are not committed yet
+    for saved_id in session.info.pop(invoices.PENDING_KEY, ()):
+        try:
+            settle_invoices(saved_id)
+        except Exception:  # a queue outage only delays it: the minute pump finds the card
+            log.exception("could not enqueue paying open invoices; the pump will")
     pending = session.info.pop(PENDING_KEY, None)
     if pending:
         grouped: dict[tuple, list[int]] = {}
@@ -143,6 +189,7 @@ def _after_rollback(session: Session) -> None:
     # back: its rows never asked to be delivered; see queue_email.)
     if not session.in_nested_transaction():
         session.info.pop(PENDING_KEY, None)
+        session.info.pop(invoices.PENDING_KEY, None)
 
 
 def enqueue_delivery(batches: Iterable[tuple[list[int], datetime | None, bool]]) -> int:

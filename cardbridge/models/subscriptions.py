@@ -100,6 +100,8 @@ class LegacySubscription(db.Model):
 
     # -- on Stripe
     attempt_key: Mapped[str | None] = mapped_column(String(100))  # set before a create is sent
+    # A process applying this row holds it until then (a killed one's claim runs out).
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     stripe_schedule_id: Mapped[str | None] = mapped_column(String(255), index=True)
     stripe_subscription_id: Mapped[str | None] = mapped_column(String(255), index=True)
     applied_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

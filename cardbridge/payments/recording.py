@@ -21,6 +21,8 @@ from cardbridge.links import service as link_service
 from cardbridge.models import Customer, CustomerEvent, Link, SavedPaymentMethod
 from cardbridge.models.types import utcnow
 from cardbridge.stripe_gateway import StripeGateway
+from cardbridge.subscriptions import planner
+from cardbridge.subscriptions.invoices import settle_after_commit
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +170,10 @@ def record_setup(
     )
     # The confirmation email goes out after the caller's commit (queued once per saved card).
     queue_confirmation_email(customer.id, row.id)
+    # Their subscriptions that waited for a card are planned now, and their open invoices are
+    # paid with it by the worker once this commits.
+    planner.plan_customer(customer, now)
+    settle_after_commit(db.session, row.id)
     log.info("card recorded customer=%s link=%s via=%s subscriptions=%d",
              customer.legacy_id, link.public_id, via, changed)
     return Recorded(row, created=True)

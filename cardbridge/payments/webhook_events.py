@@ -20,6 +20,7 @@ from cardbridge.models.types import utcnow
 from cardbridge.payments import card_setup
 from cardbridge.payments.recording import SetupNotFinished, SetupNotOurs, link_named_by
 from cardbridge.stripe_gateway import NotFound, StripeGateway, StripeRejected
+from cardbridge.subscriptions import events as subscription_events
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,9 @@ HANDLERS = {
     "setup_intent.succeeded": _setup_succeeded,
     "checkout.session.completed": _checkout_completed,
     "setup_intent.setup_failed": _setup_failed,
+    # The ledger of subscriptions moved to Stripe (these handlers need no Stripe call).
+    **{name: (lambda event, _gateway, move=move: move(event))
+       for name, move in subscription_events.HANDLERS.items()},
 }
 
 

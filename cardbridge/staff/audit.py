@@ -35,6 +35,12 @@ ACTIONS = (
     "api_token.revoked",
     "campaign.wave",
     "email.bounced",
+    "import.prices",
+    "import.subscriptions",
+    "subscription.plan",
+    "subscription.apply",
+    "subscription.legacy_cancel_confirmed",
+    "subscription.held",
 )
 
 

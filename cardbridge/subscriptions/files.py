@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
+from datetime import UTC, datetime, time
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cardbridge.imports.files import ImportFileError, RowProblem, plain_id
@@ -196,16 +196,15 @@ class SubscriptionColumns:
         if value.isdigit():
             return datetime.fromtimestamp(int(value), UTC)
         try:
-            if len(value) == 10:
-                day = date.fromisoformat(value)
-                if self.zone is None:
-                    raise RowProblem(f"{name} {value} is a bare date: give the time with its "
-                                     "offset (2026-12-15T14:00:00-05:00) or import with "
-                                     "--timezone")
-                return _local(datetime.combine(day, time(self.charge_hour)), self.zone, name)
             moment = datetime.fromisoformat(value)
         except ValueError:
             raise RowProblem(f"{name} {value[:40]!r} is not ISO 8601 or epoch seconds") from None
+        if len(value) == 10:  # a date alone
+            if self.zone is None:
+                raise RowProblem(f"{name} {value} is a bare date: give the time with its offset "
+                                 "(2026-12-15T14:00:00-05:00) or import with --timezone")
+            return _local(datetime.combine(moment.date(), time(self.charge_hour)), self.zone,
+                          name)
         if moment.tzinfo is None:
             if self.zone is None:
                 raise RowProblem(f"{name} {value} has no offset: add one (…-05:00, Z) or "

@@ -76,7 +76,7 @@ def decide(sub: LegacySubscription, customer: Customer | None, ctx: Context) -> 
     if base is None:
         return review(note, mrr)
     plan: dict = {"items": [{"price": p.id, "quantity": i["quantity"]} for i, p in items],
-                  "currency": currency}
+                  "currency": currency, "interval": interval, "interval_count": count}
     if sub.legacy_status == "past_due":
         arrears = _arrears(sub, items[0][1], ctx)
         if isinstance(arrears, str):
@@ -103,6 +103,10 @@ def _resolve_items(sub: LegacySubscription, ctx: Context):
             price_id = ctx.mapped[keys[0]] if len(keys) == 1 else None
             if len(keys) > 1:
                 return None, f"plan {plan_id} is mapped in several currencies: add currency"
+            elsewhere = sorted(k[1] for k in ctx.mapped if k[0] == plan_id and ctx.mapped[k])
+            if price_id is None and elsewhere:
+                return None, (f"currency mismatch: the subscription is in {sub.currency}, plan "
+                              f"{plan_id} has prices in {', '.join(elsewhere)} only")
             if price_id is None:
                 return None, (f"unknown plan {plan_id}: no price map row for it"
                               f"{' in ' + sub.currency if sub.currency else ''} and no Stripe "

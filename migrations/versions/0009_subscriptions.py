@@ -78,6 +78,7 @@ def upgrade():
     sa.Column('mrr', sa.BigInteger(), nullable=True),
     sa.Column('covered_at', cardbridge.models.types.UTCDateTime(timezone=True), nullable=True),
     sa.Column('attempt_key', sa.String(length=100), nullable=True),
+    sa.Column('claimed_until', cardbridge.models.types.UTCDateTime(timezone=True), nullable=True),
     sa.Column('stripe_schedule_id', sa.String(length=255), nullable=True),
     sa.Column('stripe_subscription_id', sa.String(length=255), nullable=True),
     sa.Column('applied_at', cardbridge.models.types.UTCDateTime(timezone=True), nullable=True),
