@@ -1,14 +1,24 @@
-"""Run localstripe (the stateful fake Stripe from PyPI) with the one behaviour cardbridge needs
-that it lacks: a subscription's own `default_payment_method`, which real Stripe bills from
-before the customer's default.
+"""Run localstripe (the stateful fake Stripe from PyPI) with what cardbridge needs that it
+lacks: a subscription's own `default_payment_method`, which real Stripe bills from before the
+customer's default; and Prices, Subscription Schedules, latency and rate limits, checked as
+strictly as Stripe (devtools/fake_billing.py).
 
-    python -m devtools.localstripe_server --port 8420 --from-scratch
+    python -m devtools.localstripe_server --port 8420 --from-scratch [--rate-limit N]
+        [--latency-ms M]
+
+With --from-scratch the store is not pickled to disk after every write (localstripe's default):
+nothing reloads it, and at thousands of objects the pickling, not the API, was the limit.
 """
 
 from __future__ import annotations
 
+import argparse
+import sys
+
 from localstripe import resources, server
 from localstripe.errors import UserError
+
+from devtools import fake_billing
 
 
 def _add_subscription_default_payment_method() -> None:
@@ -39,7 +49,16 @@ def _add_subscription_default_payment_method() -> None:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--rate-limit", type=int, default=0)
+    parser.add_argument("--latency-ms", type=int, default=0)
+    parser.add_argument("--from-scratch", action="store_true")
+    ours, rest = parser.parse_known_args()
     _add_subscription_default_payment_method()
+    fake_billing.install(server.app, latency_ms=ours.latency_ms, rate_limit=ours.rate_limit)
+    if ours.from_scratch:
+        server.app.middlewares.remove(server.save_store_middleware)
+    sys.argv = [sys.argv[0], *rest, *(["--from-scratch"] if ours.from_scratch else [])]
     server.start()
 
 

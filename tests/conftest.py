@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -157,15 +158,14 @@ def fault():
 
 
 # -- localstripe ---------------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def localstripe_url(tmp_path_factory):
-    """A real localstripe (from PyPI, with cardbridge's subscription patch) for this test run."""
+@contextmanager
+def fake_stripe(workdir, *flags: str):
+    """A real localstripe (from PyPI, extended by devtools/) on a free port; yields its URL."""
     port = free_port()
-    workdir = tmp_path_factory.mktemp("localstripe")
-    log = open(workdir / "localstripe.log", "wb")
+    log = open(workdir / f"localstripe-{port}.log", "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "devtools.localstripe_server", "--port", str(port),
-         "--from-scratch"],
+         "--from-scratch", *flags],
         cwd=str(ROOT), stdout=log, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
@@ -179,10 +179,19 @@ def localstripe_url(tmp_path_factory):
                 proc.kill()
                 raise RuntimeError("localstripe did not start; see " + str(log.name)) from None
             time.sleep(0.1)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=10)
-    log.close()
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def localstripe_url(tmp_path_factory):
+    """A real localstripe (from PyPI, with cardbridge's extensions) for this test run."""
+    with fake_stripe(tmp_path_factory.mktemp("localstripe")) as url:
+        yield url
 
 
 @pytest.fixture

@@ -39,11 +39,15 @@ from cardbridge.subscriptions.budget import Budget
 
 log = logging.getLogger(__name__)
 
-CLAIM_FOR = timedelta(minutes=5)
+# How long one process holds a row it is creating. Short, so a run killed with kill -9 holds
+# nothing for long; safe when it runs out mid-create, because a second create of the same
+# row carries the same idempotency key and Stripe answers it with the first one's object.
+CLAIM_FOR = timedelta(seconds=20)
+CLAIM_WAIT = 1.5  # seconds between looks at a row another process holds
 APPLICABLE = ("planned", "held")
 LIVE_SCHEDULE = ("not_started", "active")
 ENDED_SUBSCRIPTION = ("canceled", "incomplete_expired")
-MAX_REQUEUES = 20
+MAX_REQUEUES = 30
 
 
 @dataclass
@@ -62,10 +66,10 @@ def attempt_key(sub: LegacySubscription) -> str:
     return f"cb-{digest[:40]}"
 
 
-def on_stripe(gateway, budget: Budget) -> dict[str, dict]:
-    """legacy id → the schedule or subscription on Stripe that still counts (not cancelled,
+def on_stripe(gateway, budget: Budget) -> dict[str, list[dict]]:
+    """legacy id → the schedules and subscriptions on Stripe that still count (not cancelled,
     released or ended), from every one of the account's, read within the read budget."""
-    found: dict[str, dict] = {}
+    found: dict[str, list[dict]] = {}
     for kind, listing in (("schedule", gateway.schedules()),
                           ("subscription", gateway.subscriptions())):
         for n, obj in enumerate(listing):
@@ -79,7 +83,7 @@ def on_stripe(gateway, budget: Budget) -> dict[str, dict]:
             if kind == "subscription" and (obj.get("status") in ENDED_SUBSCRIPTION
                                            or obj.get("schedule")):
                 continue  # a schedule's own subscription is counted through its schedule
-            found.setdefault(legacy_id, {"kind": kind, **obj})
+            found.setdefault(legacy_id, []).append({"kind": kind, **obj})
     return found
 
 
@@ -108,8 +112,10 @@ def apply(gateway, *, limit: int | None = None, budget: Budget | None = None,
                         return
                     row_id, tries = queue.popleft()
                 outcome = _apply_one(row_id, gateway, budget, existing, ctx)
+                if outcome == "claimed_elsewhere":
+                    time.sleep(CLAIM_WAIT)  # a live run finishes it; a killed one's claim ends
                 with lock:
-                    if outcome == "rate_limited" and tries < MAX_REQUEUES:
+                    if outcome in ("rate_limited", "claimed_elsewhere") and tries < MAX_REQUEUES:
                         queue.append((row_id, tries + 1))
                         continue
                     report.counts[outcome] += 1
@@ -126,7 +132,7 @@ def apply(gateway, *, limit: int | None = None, budget: Budget | None = None,
     return report
 
 
-def _claim(row_id: int, now: datetime) -> LegacySubscription | None:
+def _claim(row_id: int, now: datetime) -> LegacySubscription | str:
     claimed = db.session.execute(
         update(LegacySubscription)
         .where(LegacySubscription.id == row_id, LegacySubscription.state.in_(APPLICABLE),
@@ -134,7 +140,10 @@ def _claim(row_id: int, now: datetime) -> LegacySubscription | None:
                    LegacySubscription.claimed_until < now))
         .values(claimed_until=now + CLAIM_FOR)).rowcount
     db.session.commit()
-    return db.session.get(LegacySubscription, row_id) if claimed else None
+    sub = db.session.get(LegacySubscription, row_id)
+    if claimed:
+        return sub
+    return "claimed_elsewhere" if sub.state in APPLICABLE else f"now_{sub.state}"
 
 
 def _release(sub: LegacySubscription) -> None:
@@ -145,8 +154,8 @@ def _release(sub: LegacySubscription) -> None:
 def _apply_one(row_id: int, gateway, budget: Budget, existing: dict, ctx) -> str:
     now = utcnow()
     sub = _claim(row_id, now)
-    if sub is None:
-        return "claimed_elsewhere"
+    if isinstance(sub, str):
+        return sub
     try:
         customer = db.session.get(Customer, sub.customer_id) if sub.customer_id else None
         ctx.now = now
@@ -159,8 +168,9 @@ def _apply_one(row_id: int, gateway, budget: Budget, existing: dict, ctx) -> str
             return "not_yet"
         sub.attempt_key = attempt_key(sub)
         db.session.commit()  # durable before anything is sent
-        found = existing.get(sub.legacy_id)
-        if found is not None:
+        found = [o for o in existing.get(sub.legacy_id, ())
+                 if o.get("customer") == customer.stripe_customer_id]
+        if found:
             return _adopt_or_review(sub, found, now)
         budget.take("write")
         if sub.mode == "schedule":
@@ -189,8 +199,11 @@ def _apply_one(row_id: int, gateway, budget: Budget, existing: dict, ctx) -> str
         return "stripe_unavailable"
 
 
-def _adopt_or_review(sub: LegacySubscription, found: dict, now: datetime) -> str:
-    if (found.get("metadata") or {}).get("cardbridge_attempt") == sub.attempt_key:
+def _adopt_or_review(sub: LegacySubscription, objects: list[dict], now: datetime) -> str:
+    ours = [o for o in objects
+            if (o.get("metadata") or {}).get("cardbridge_attempt") == sub.attempt_key]
+    found = (ours or objects)[0]
+    if ours and len(objects) == 1:
         if found["kind"] == "schedule":
             sub.stripe_schedule_id, sub.state = found["id"], "scheduled"
         else:

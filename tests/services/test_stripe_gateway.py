@@ -7,6 +7,7 @@ import pytest
 from cardbridge.stripe_gateway import (
     CardDeclined,
     NotFound,
+    RateLimited,
     StripeGateway,
     StripeRejected,
     StripeUnavailable,
@@ -71,7 +72,7 @@ def test_429_backs_off_and_succeeds(fault):
     fault.then(200, SETI)
     gw, sleeps = gateway(fault.url, max_network_retries=0)
     assert create(gw)["id"] == "seti_1"
-    assert sleeps == [0.5]
+    assert len(sleeps) == 1 and 0.25 <= sleeps[0] <= 0.75  # 0.5 s, jittered ±50%
 
 
 def test_429_forever_gives_up_with_bounded_backoff(fault):
@@ -79,9 +80,11 @@ def test_429_forever_gives_up_with_bounded_backoff(fault):
         fault.then(429, {"error": {"message": "Too many", "type": "invalid_request_error",
                                    "code": "rate_limit"}})
     gw, sleeps = gateway(fault.url, max_network_retries=0, rate_limit_retries=3)
-    with pytest.raises(StripeUnavailable):
+    with pytest.raises(RateLimited):
         create(gw)
-    assert sleeps == [0.5, 1.0, 2.0]
+    # 0.5, 1 and 2 s, each jittered ±50% so many threads told to wait do not return at once
+    assert [round(s / base, 2) >= 0.5 and s / base <= 1.5 for s, base in
+            zip(sleeps, (0.5, 1.0, 2.0), strict=True)] == [True, True, True]
     assert len(fault.requests) == 4
 
 
