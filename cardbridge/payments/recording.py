@@ -22,7 +22,6 @@ from cardbridge.models import Customer, CustomerEvent, Link, SavedPaymentMethod
 from cardbridge.models.types import utcnow
 from cardbridge.stripe_gateway import StripeGateway
 from cardbridge.subscriptions import planner
-from cardbridge.subscriptions.invoices import settle_after_commit
 
 log = logging.getLogger(__name__)
 
@@ -170,10 +169,10 @@ def record_setup(
     )
     # The confirmation email goes out after the caller's commit (queued once per saved card).
     queue_confirmation_email(customer.id, row.id)
-    # Their subscriptions that waited for a card are planned now, and their open invoices are
-    # paid with it by the worker once this commits.
+    # Their subscriptions that waited for a card are planned now; their open invoices are paid
+    # with it by the worker's minute pump (invoices_settled_at is still empty), never while a
+    # request or a test holds this transaction.
     planner.plan_customer(customer, now)
-    settle_after_commit(db.session, row.id)
     log.info("card recorded customer=%s link=%s via=%s subscriptions=%d",
              customer.legacy_id, link.public_id, via, changed)
     return Recorded(row, created=True)
