@@ -16,6 +16,7 @@ from cardbridge.customers import reporting
 from cardbridge.extensions import db
 from cardbridge.imports import service as imports
 from cardbridge.imports.mapping_formats import FORMAT_LABELS
+from cardbridge.stripe_gateway import GatewayError
 from cardbridge.subscriptions import revenue
 
 SHOW_PROBLEMS = 10
@@ -42,11 +43,17 @@ class _ProgressBar:
 
 def _run_import(kind: str, path: Path, strict: bool) -> imports.ImportResult:
     service = imports.import_roster if kind == "roster" else imports.import_mapping
+    return run_file(path, lambda bar: service(path, strict=strict, progress=bar))
+
+
+def run_file(path: Path, run) -> imports.ImportResult:
+    """`run(progress)` in one transaction: committed, or rolled back with a one-line reason
+    (a failed file is still recorded as a run). A bar over the file's bytes on a terminal."""
     bar = None
     if sys.stderr.isatty() and path.is_file():
         bar = _ProgressBar(path.name, path.stat().st_size)
     try:
-        result = service(path, strict=strict, progress=bar)
+        result = run(bar)
         db.session.commit()
     except imports.ImportFileError as exc:
         db.session.rollback()
@@ -55,6 +62,9 @@ def _run_import(kind: str, path: Path, strict: bool) -> imports.ImportResult:
             db.session.add(run)
             db.session.commit()
         raise click.ClickException(str(exc)) from None
+    except GatewayError as exc:
+        db.session.rollback()
+        raise click.ClickException(f"{path.name}: Stripe: {exc}; nothing imported") from None
     except SQLAlchemyError as exc:
         db.session.rollback()
         reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]

@@ -9,13 +9,11 @@ from pathlib import Path
 
 import click
 from flask import current_app
-from sqlalchemy.exc import SQLAlchemyError
 from tqdm import tqdm
 
-from cardbridge.cli.imports import _echo_result, _ProgressBar
+from cardbridge.cli.imports import _echo_result, run_file
 from cardbridge.extensions import db
 from cardbridge.imports.files import ImportFileError
-from cardbridge.imports.runs import failed_run
 from cardbridge.staff import audit
 from cardbridge.stripe_gateway import GatewayError, StripeGateway
 from cardbridge.subscriptions import apply as applying
@@ -29,40 +27,13 @@ def _gateway() -> StripeGateway:
     return StripeGateway.from_config(current_app.config, rate_limit_retries=8)
 
 
-def _load(path: Path, run) -> object:
-    bar = _ProgressBar(path.name, path.stat().st_size) if (
-        sys.stderr.isatty() and path.is_file()) else None
-    try:
-        result = run(bar)
-        db.session.commit()
-        return result
-    except ImportFileError as exc:
-        db.session.rollback()
-        failed = failed_run(exc)
-        if failed is not None:
-            db.session.add(failed)
-            db.session.commit()
-        raise click.ClickException(str(exc)) from None
-    except GatewayError as exc:
-        db.session.rollback()
-        raise click.ClickException(f"{path.name}: Stripe: {exc}; nothing imported") from None
-    except SQLAlchemyError as exc:
-        db.session.rollback()
-        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-        raise click.ClickException(f"{path.name}: database error, nothing imported: {reason}"
-                                   ) from None
-    finally:
-        if bar is not None:
-            bar.close()
-
-
 @prices_cli.command("import")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--strict", is_flag=True, help="Abort the whole file if any row cannot be applied.")
 def prices_import(path: Path, strict: bool) -> None:
     """Load the price map (legacy_plan_id,currency,stripe_price_id); each price is checked."""
     gateway = _gateway()
-    result = _load(path, lambda bar: loading.import_prices(path, gateway=gateway, strict=strict,
+    result = run_file(path, lambda bar: loading.import_prices(path, gateway=gateway, strict=strict,
                                                            progress=bar))
     c = result.counts
     _echo_result(result, [f"prices: {c.get('added', 0):,} added, {c.get('changed', 0):,} "
@@ -77,7 +48,7 @@ def prices_import(path: Path, strict: bool) -> None:
 @click.option("--strict", is_flag=True, help="Abort the whole file if any row cannot be applied.")
 def subscriptions_import(path: Path, zone: str | None, charge_hour: int, strict: bool) -> None:
     """Load the legacy subscriptions CSV (idempotent; prints counts)."""
-    result = _load(path, lambda bar: loading.import_subscriptions(
+    result = run_file(path, lambda bar: loading.import_subscriptions(
         path, strict=strict, zone=zone, charge_hour=charge_hour, progress=bar))
     c = result.counts
     _echo_result(result, [f"subscriptions: {c.get('added', 0):,} new, {c.get('changed', 0):,} "

@@ -171,11 +171,6 @@ def install_commit_hook() -> None:
 def _after_commit(session: Session) -> None:
     if session.in_nested_transaction():
         return  # a savepoint was released: the rows are not committed yet
-    for saved_id in session.info.pop(invoices.PENDING_KEY, ()):
-        try:
-            settle_invoices(saved_id)
-        except Exception:  # a queue outage only delays it: the minute pump finds the card
-            log.exception("could not enqueue paying open invoices; the pump will")
     pending = session.info.pop(PENDING_KEY, None)
     if pending:
         grouped: dict[tuple, list[int]] = {}
@@ -189,7 +184,6 @@ def _after_rollback(session: Session) -> None:
     # back: its rows never asked to be delivered; see queue_email.)
     if not session.in_nested_transaction():
         session.info.pop(PENDING_KEY, None)
-        session.info.pop(invoices.PENDING_KEY, None)
 
 
 def enqueue_delivery(batches: Iterable[tuple[list[int], datetime | None, bool]]) -> int:

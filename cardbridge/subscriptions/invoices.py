@@ -2,8 +2,8 @@
 of their billable subscriptions is paid with it (`invoices.pay`), because Stripe does not retry
 an invoice that had no payment method, and waits for a new card after a hard decline.
 
-Runs on the worker after the card's transaction commits (and from the minute pump for any card
-whose follow-up was lost); each outcome, paid or declined with Stripe's own message, is an
+Runs on the worker, found by its minute pump (a card whose `invoices_settled_at` is empty);
+each outcome, paid or declined with Stripe's own message, is an
 InvoicePayment row and an event on the customer's timeline.
 """
 
@@ -20,14 +20,6 @@ from cardbridge.models.types import utcnow
 from cardbridge.stripe_gateway import CardDeclined, NotFound
 
 log = logging.getLogger(__name__)
-
-PENDING_KEY = "cardbridge.settle_after_commit"
-
-
-def settle_after_commit(session, saved_id: int) -> None:
-    """Ask the worker to pay this card's customer's open invoices once `session` commits."""
-    session.info.setdefault(PENDING_KEY, []).append(saved_id)
-
 
 def unsettled_ids(saved_before: datetime, limit: int = 500) -> list[int]:
     return list(db.session.execute(

@@ -118,9 +118,13 @@ def store_price(obj: dict, now: datetime) -> StripePrice:
     return price
 
 
-def _keep_mapping(plan: str, cur: str, price_id: str | None, source: str, now: datetime) -> str:
-    entry = db.session.execute(select(PriceMapEntry).where(
+def _entry(plan: str, cur: str) -> PriceMapEntry | None:
+    return db.session.execute(select(PriceMapEntry).where(
         PriceMapEntry.legacy_plan_id == plan, PriceMapEntry.currency == cur)).scalar_one_or_none()
+
+
+def _keep_mapping(plan: str, cur: str, price_id: str | None, source: str, now: datetime) -> str:
+    entry = _entry(plan, cur)
     if entry is None:
         db.session.add(PriceMapEntry(legacy_plan_id=plan, currency=cur, stripe_price_id=price_id,
                                      source=source, updated_at=now))
@@ -133,8 +137,7 @@ def _keep_mapping(plan: str, cur: str, price_id: str | None, source: str, now: d
 
 def keep_mapping(plan: str, cur: str, price_id: str | None, source: str, now: datetime) -> str:
     """A lookup_key result (or its absence) joins the map; a file's row is never overridden."""
-    entry = db.session.execute(select(PriceMapEntry).where(
-        PriceMapEntry.legacy_plan_id == plan, PriceMapEntry.currency == cur)).scalar_one_or_none()
+    entry = _entry(plan, cur)
     if entry is not None and entry.source == "file":
         return "unchanged"
     return _keep_mapping(plan, cur, price_id, source, now)
