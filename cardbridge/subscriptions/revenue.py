@@ -40,12 +40,14 @@ def by_state() -> dict[str, int]:
 def mrr_by_state() -> dict[str, dict[str, int]]:
     """state → currency → monthly recurring revenue in minor units (SPEC's report shape)."""
     out: dict[str, dict[str, int]] = {state: {} for state in SUBSCRIPTION_STATES}
+    # Grouped by the output column's name: written twice, the JSON path would be two
+    # expressions (two bound keys) to PostgreSQL.
+    plan_currency = LegacySubscription.plan["currency"].as_string().label("plan_currency")
     rows = db.session.execute(
-        select(LegacySubscription.state, LegacySubscription.plan["currency"].as_string(),
-               LegacySubscription.currency, func.sum(LegacySubscription.mrr))
+        select(LegacySubscription.state, plan_currency, LegacySubscription.currency,
+               func.sum(LegacySubscription.mrr))
         .where(LegacySubscription.mrr.is_not(None))
-        .group_by(LegacySubscription.state, LegacySubscription.plan["currency"].as_string(),
-                  LegacySubscription.currency))
+        .group_by(LegacySubscription.state, "plan_currency", LegacySubscription.currency))
     for state, plan_currency, currency, total in rows:
         cur = plan_currency or currency or "xxx"
         out[state][cur] = out[state].get(cur, 0) + int(total or 0)

@@ -14,7 +14,7 @@ from cardbridge.extensions import db
 from cardbridge.imports.files import ImportFileError
 from cardbridge.models import Customer, LegacySubscription, PriceMapEntry, StripePrice
 from cardbridge.stripe_gateway import StripeGateway
-from cardbridge.subscriptions import loading, planner
+from cardbridge.subscriptions import loading, planner, revenue
 
 NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
 HEADER = ("legacy_subscription_id,legacy_customer_id,status,next_billing_at,legacy_plan_id,"
@@ -78,6 +78,9 @@ def test_starts_at_the_legacy_next_charge_keeping_its_hour(plan_world):
     assert s.start_at == at("2026-12-20T20:00:00+00:00")  # 15:00 at -05:00, never a midnight
     assert s.plan["items"] == [{"price": "price_gold_m", "quantity": 1}]
     assert s.mrr == 2500
+    with plan_world.app_context():
+        assert revenue.mrr_by_state()["planned"] == {"usd": 2500}
+        assert revenue.by_state()["planned"] == 1
 
 
 def test_a_charge_inside_the_buffer_stays_legacy_and_the_start_rolls_one_interval(plan_world):
