@@ -10,6 +10,7 @@ from blueprints.support import (  # noqa: E402,F401
     admin_audit,
     admin_imports,
     admin_staff,
+    admin_subscriptions,
     admin_tokens,
     auth,
     campaigns,

@@ -1,13 +1,16 @@
-"""The console's home: counts per status, the funnel, each wave's funnel, cards saved per day."""
+"""The console's home: counts per status, the funnel, each wave's funnel, cards saved per day,
+and, once legacy subscriptions are imported, the revenue at risk and its burn-down."""
 
 from __future__ import annotations
 
-from flask import render_template
+from flask import current_app, render_template
 
 from blueprints.support import bp
 from cardbridge.campaigns import service as campaigns
 from cardbridge.customers import dashboard as progress
 from cardbridge.customers.charts import bar_chart
+from cardbridge.models.types import utcnow
+from cardbridge.subscriptions import revenue
 
 
 @bp.get("/")
@@ -25,4 +28,26 @@ def dashboard():
         "support/dashboard.html", counts=counts, total=sum(counts.values()),
         funnel=progress.funnel(counts), failures=progress.setup_failures(), days=days,
         total_days=total_days, chart=chart, waves=campaigns.wave_funnel(limit=5),
+        risk=_revenue_at_risk(),
     )
+
+
+def _revenue_at_risk() -> dict | None:
+    """MRR per group, and per currency a burn-down of what is at risk to the cutover."""
+    groups = revenue.risk_groups()
+    if not any(g["count"] for g in groups):
+        return None
+    today = utcnow().date()
+    cutover = current_app.config.get("CUTOVER_DATE")
+    burn = []
+    for cur, points in revenue.at_risk_series(today).items():
+        whole = [(day, round(revenue.major(n, cur))) for day, n in points]
+        now = revenue.money(points[-1][1], cur)
+        burn.append({"currency": cur, "points": points, "now": now, "chart": bar_chart(
+            whole, title=f"Monthly revenue at risk, {cur.upper()}",
+            description=f"{now} a month is waiting for a card or in review today"
+                        + (f"; the cutover is {cutover:%-d %B %Y}." if cutover else "."),
+            chart_id=f"risk-chart-{cur}", until=cutover if cutover and cutover > today else None,
+            marker="Cutover", unit=f" {cur.upper()}")})
+    return {"groups": groups, "burn": burn, "cutover": cutover,
+            "days_left": (cutover - today).days if cutover else None}

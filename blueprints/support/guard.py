@@ -17,6 +17,7 @@ from blueprints.support import bp
 from cardbridge.extensions import db, login_manager
 from cardbridge.staff import audit
 from cardbridge.staff.accounts import load_by_session_key
+from cardbridge.subscriptions import revenue
 
 IDLE_TIMEOUT_SECONDS = 30 * 60
 ABSOLUTE_LIFETIME_SECONDS = 12 * 60 * 60
@@ -126,4 +127,5 @@ def _no_store(response):
 
 @bp.context_processor
 def _console_context():
-    return {"staff": current_user if current_user and current_user.is_authenticated else None}
+    return {"staff": current_user if current_user and current_user.is_authenticated else None,
+            "money": revenue.money}

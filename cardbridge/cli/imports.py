@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import click
@@ -16,6 +17,7 @@ from cardbridge.customers import reporting
 from cardbridge.extensions import db
 from cardbridge.imports import service as imports
 from cardbridge.imports.mapping_formats import FORMAT_LABELS
+from cardbridge.models.types import utcnow
 from cardbridge.stripe_gateway import GatewayError
 from cardbridge.subscriptions import revenue
 
@@ -132,13 +134,31 @@ def import_mapping(path: Path, strict: bool) -> None:
     ])
 
 
+def echo_burn_down(series: dict, today, cutover: str) -> None:
+    """Revenue at risk (waiting for a card or in review), now and a week and a month ago."""
+    for cur, points in series.items():
+        by_day = dict(points)
+        then = [(label, by_day.get(today - timedelta(days=n))) for label, n in
+                (("7 days ago", 7), ("30 days ago", 30))]
+        past = ", ".join(f"{label} {revenue.money(v, cur)}" for label, v in then if v is not None)
+        click.echo(f"revenue at risk ({cur.upper()}): {revenue.money(points[-1][1], cur)} a month"
+                   f" now{'; ' + past if past else ''}; cutover {cutover}")
+
+
 @click.command("report")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def report(as_json: bool) -> None:
     """Migration status: customers per status, and why customers still need a card."""
     data = reporting.status_report()
     db.session.commit()  # the report first brings statuses up to date
-    data["subscriptions"] = {"by_state": revenue.by_state(), "mrr_by_state": revenue.mrr_by_state()}
+    today = utcnow().date()
+    series = revenue.at_risk_series(today)
+    data["subscriptions"] = {
+        "by_state": revenue.by_state(), "mrr_by_state": revenue.mrr_by_state(),
+        "at_risk": {cur: points[-1][1] for cur, points in series.items()},
+        "at_risk_by_day": {cur: [[day.isoformat(), n] for day, n in points]
+                           for cur, points in series.items()},
+    }
     if as_json:
         click.echo(json.dumps(data))
         return
@@ -164,9 +184,10 @@ def report(as_json: bool) -> None:
     if any(data["subscriptions"]["by_state"].values()):
         click.echo("\nsubscriptions, by state (monthly recurring revenue)")
         for state, count in data["subscriptions"]["by_state"].items():
-            mrr = ", ".join(f"{amount / 100:,.2f} {cur}" for cur, amount in sorted(
+            mrr = ", ".join(revenue.money(amount, cur) for cur, amount in sorted(
                 data["subscriptions"]["mrr_by_state"][state].items())) or "–"
             click.echo(f"  {state:<18}{count:>10,}  {mrr}")
+        echo_burn_down(series, today, data["cutover_date"])
     for kind, run in data["last_imports"].items():
         if run:
             click.echo(f"last {kind} import: {run['file_name']} at {run['finished_at']} "

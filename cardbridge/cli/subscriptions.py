@@ -63,7 +63,7 @@ def plan_summary() -> dict:
 def echo_summary(data: dict) -> None:
     click.echo(f"  {'state':<18}{'subscriptions':>14}  monthly recurring revenue")
     for state, count in data["by_state"].items():
-        mrr = ", ".join(f"{amount / 100:,.2f} {cur}" for cur, amount in
+        mrr = ", ".join(revenue.money(amount, cur) for cur, amount in
                         sorted(data["mrr_by_state"][state].items())) or "–"
         click.echo(f"  {state:<18}{count:>14,}  {mrr}")
     if data["review_reasons"]:

@@ -7,7 +7,15 @@ from dataclasses import dataclass, field
 from sqlalchemy import case, or_, select
 
 from cardbridge.extensions import db
-from cardbridge.models import AuditEvent, Customer, CustomerEvent, Link, SavedPaymentMethod
+from cardbridge.models import (
+    AuditEvent,
+    Customer,
+    CustomerEvent,
+    InvoicePayment,
+    LegacySubscription,
+    Link,
+    SavedPaymentMethod,
+)
 from cardbridge.models.emails import Email
 from cardbridge.models.types import utcnow
 
@@ -89,6 +97,8 @@ class CustomerFile:
     events: list[CustomerEvent] = field(default_factory=list)
     audit: list[AuditEvent] = field(default_factory=list)
     emails: list | None = None  # None: this build keeps no email history
+    subscriptions: list[LegacySubscription] = field(default_factory=list)
+    invoices: list[InvoicePayment] = field(default_factory=list)
 
     @property
     def live_links(self) -> int:
@@ -128,4 +138,11 @@ def customer_file(customer: Customer, *, event_limit: int = 100) -> CustomerFile
         events=list(events),
         audit=list(audit_rows),
         emails=email_history(customer),
+        subscriptions=list(db.session.execute(
+            select(LegacySubscription).where(LegacySubscription.customer_id == customer.id)
+            .order_by(LegacySubscription.id).limit(event_limit)).scalars()),
+        invoices=list(db.session.execute(
+            select(InvoicePayment).where(InvoicePayment.customer_id == customer.id)
+            .order_by(InvoicePayment.at.desc(), InvoicePayment.id.desc())
+            .limit(event_limit)).scalars()),
     )

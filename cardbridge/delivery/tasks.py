@@ -24,9 +24,10 @@ from cardbridge.imports import jobs as import_jobs
 from cardbridge.links import fresh as fresh_links
 from cardbridge.models.types import utcnow
 from cardbridge.payments import webhook_events
+from cardbridge.staff import audit
 from cardbridge.stripe_gateway import StripeGateway, StripeRejected, StripeUnavailable
 from cardbridge.subscriptions import apply as subscription_apply
-from cardbridge.subscriptions import guard, invoices
+from cardbridge.subscriptions import guard, invoices, planner
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +81,29 @@ def settle_invoices(saved_id: int) -> None:
 
 
 @huey.task()
+def plan_subscriptions(actor: str) -> None:
+    """The console's "Plan again" button: the same work as `flask subscriptions plan`."""
+    with huey.app_context():
+        try:
+            changes = planner.plan(bulk_gateway())
+        except (StripeUnavailable, StripeRejected) as exc:
+            db.session.rollback()
+            audit.record(f"worker for {actor}", "subscription.plan",
+                         details={"error": f"Stripe unavailable: {exc}"[:200]})
+            db.session.commit()
+            return
+        audit.record(f"worker for {actor}", "subscription.plan", details=dict(changes))
+        db.session.commit()
+
+
+@huey.task()
 def apply_subscriptions(actor: str) -> None:
     """The console's "Apply on Stripe" button: the same work as `flask subscriptions apply`."""
     with huey.app_context():
         report = subscription_apply.apply(bulk_gateway())
+        audit.record(f"worker for {actor}", "subscription.apply",
+                     details={**dict(report.counts), "seconds": round(report.seconds, 1)})
+        db.session.commit()
         log.info("subscriptions applied for %s: %s", actor, dict(report.counts))
 
 

@@ -39,6 +39,8 @@ ACTIONS = (
     "import.subscriptions",
     "subscription.plan",
     "subscription.apply",
+    "subscription.plan_queued",
+    "subscription.apply_queued",
     "subscription.legacy_cancel_confirmed",
     "subscription.held",
 )

@@ -21,6 +21,11 @@ RISK_GROUPS = {
     "waiting_for_card": ("waiting_for_card",),
     "needs_review": ("needs_review", "held"),
 }
+GROUP_LABELS = {"live": "Live on Stripe", "covered": "Covered and scheduled",
+                "waiting_for_card": "Waiting for a card", "needs_review": "Needs review"}
+AT_RISK_STATES = ("waiting_for_card", "needs_review", "held")
+# Stripe's zero-decimal currencies: amounts are already whole units.
+ZERO_DECIMAL = frozenset("bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf".split())
 EXPORT_HEADER = ("legacy_subscription_id", "legacy_customer_id", "state", "reason",
                  "stripe_customer_id", "start_at", "stripe_schedule_id", "stripe_subscription_id")
 TOOLKIT_BASIC = ("customer", "start_date", "price", "quantity", "metadata.third_party_sub_id",
@@ -62,27 +67,63 @@ def reasons() -> list[tuple[str, int]]:
         .group_by(LegacySubscription.reason).order_by(func.count().desc()).limit(20))]
 
 
-def burn_down(today: date, cutover: date | None, days: int = 60) -> list[tuple[date, int]]:
-    """MRR (all currencies' minor units added, for the shape only) not yet covered by a plan
-    with a card, for each day from the first import (at most `days` back) to today."""
-    rows = db.session.execute(select(LegacySubscription.created_at, LegacySubscription.covered_at,
-                                     LegacySubscription.mrr, LegacySubscription.state)
-                              .where(LegacySubscription.mrr.is_not(None),
-                                     LegacySubscription.state != "skipped")).all()
-    if not rows:
-        return []
-    first = max(min(r.created_at for r in rows).date(), today - timedelta(days=days))
-    change: dict[date, int] = defaultdict(int)
-    for created, covered, mrr, _state in rows:
-        change[max(created.date(), first)] += mrr
-        if covered is not None:
-            change[max(covered.date(), first)] -= mrr
-    series, running, day = [], 0, first
-    while day <= today:
-        running += change.get(day, 0)
-        series.append((day, running))
-        day += timedelta(days=1)
+def risk_groups() -> list[dict]:
+    """The dashboard's four groups: label, subscriptions, and MRR per currency."""
+    counts, mrr = by_state(), mrr_by_state()
+    out = []
+    for key, states in RISK_GROUPS.items():
+        amounts: dict[str, int] = defaultdict(int)
+        for state in states:
+            for currency, amount in mrr[state].items():
+                amounts[currency] += amount
+        out.append({"key": key, "label": GROUP_LABELS[key], "states": states,
+                    "count": sum(counts[s] for s in states), "mrr": dict(sorted(amounts.items())),
+                    "at_risk": key in ("waiting_for_card", "needs_review")})
+    return out
+
+
+def at_risk_series(today: date, days: int = 60) -> dict[str, list[tuple[date, int]]]:
+    """Per currency, the MRR (minor units) at risk at the end of each day, from the first
+    import (at most `days` back) to today. At risk: not yet covered by a plan with a card, or
+    now waiting or in review again (so today's figure is the table's). Skipped rows never are."""
+    plan_currency = LegacySubscription.plan["currency"].as_string().label("plan_currency")
+    rows = db.session.execute(
+        select(LegacySubscription.created_at, LegacySubscription.covered_at,
+               LegacySubscription.mrr, LegacySubscription.state, plan_currency,
+               LegacySubscription.currency)
+        .where(LegacySubscription.mrr.is_not(None), LegacySubscription.state != "skipped"))
+    changes: dict[str, dict[date, int]] = defaultdict(lambda: defaultdict(int))
+    first = today
+    earliest = today - timedelta(days=days - 1)
+    for created, covered, mrr, state, plan_cur, currency in rows:
+        cur = plan_cur or currency or "xxx"
+        start = max(created.date(), earliest)
+        first = min(first, start)
+        changes[cur][start] += mrr
+        if covered is not None and state not in AT_RISK_STATES:
+            changes[cur][max(covered.date(), start)] -= mrr
+    series: dict[str, list[tuple[date, int]]] = {}
+    for cur, change in sorted(changes.items()):
+        points, running, day = [], 0, first
+        while day <= today:
+            running += change.get(day, 0)
+            points.append((day, running))
+            day += timedelta(days=1)
+        series[cur] = points
     return series
+
+
+def major(amount: int, currency: str) -> float:
+    """Minor units to the currency's own unit (Stripe's zero-decimal currencies stay whole)."""
+    return amount if currency.lower() in ZERO_DECIMAL else amount / 100
+
+
+def money(amount: int | None, currency: str) -> str:
+    if amount is None:
+        return "–"
+    if currency.lower() in ZERO_DECIMAL:
+        return f"{amount:,} {currency.upper()}"
+    return f"{amount / 100:,.2f} {currency.upper()}"
 
 
 def export_csv(fh) -> int:
@@ -123,8 +164,8 @@ def export_toolkit(fh) -> int:
             _flag(plan.get("automatic_tax")), "", plan.get("coupon", ""), plan.get("trial_end", ""),
             "none", plan.get("collection_method", ""), plan.get("default_tax_rate", ""), "",
             plan.get("days_until_due", ""), "",
-            _major(arrears.get("unit_amount")), arrears.get("product", ""),
-            arrears.get("currency", "")])
+            _major(arrears.get("unit_amount"), arrears.get("currency", "")),
+            arrears.get("product", ""), arrears.get("currency", "")])
     return len(rows)
 
 
@@ -136,6 +177,8 @@ def _flag(value) -> str:
     return "" if value is None else ("TRUE" if value else "FALSE")
 
 
-def _major(amount: int | None) -> str:
-    """The toolkit's amounts are in full units with decimals (21.50)."""
-    return "" if amount is None else f"{amount / 100:.2f}"
+def _major(amount: int | None, currency: str = "") -> str:
+    """The toolkit's amounts are in full units with decimals (21.50), or whole (JPY)."""
+    if amount is None:
+        return ""
+    return str(amount) if currency.lower() in ZERO_DECIMAL else f"{amount / 100:.2f}"

@@ -7,7 +7,8 @@ import pytest
 from tests.support.staff_helpers import token_of
 
 PUBLIC = {"support.login", "support.login_code", "support.login_enrol"}
-SAMPLE_ARGS = {"customer_id": 1, "user_id": 1, "token_id": 1, "job_id": "20260101000000-abcd"}
+SAMPLE_ARGS = {"customer_id": 1, "user_id": 1, "token_id": 1, "job_id": "20260101000000-abcd",
+               "what": "apply", "kind": "ledger"}
 
 
 def support_routes(app):
