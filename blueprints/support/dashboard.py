@@ -47,7 +47,9 @@ def _revenue_at_risk() -> dict | None:
             whole, title=f"Monthly revenue at risk, {cur.upper()}",
             description=f"{now} a month is waiting for a card or in review today"
                         + (f"; the cutover is {cutover:%-d %B %Y}." if cutover else "."),
-            chart_id=f"risk-chart-{cur}", until=cutover if cutover and cutover > today else None,
+            chart_id=f"risk-chart-{cur}", width=960, height=260,
+            css_class="chart chart-wide",
+            until=cutover if cutover and cutover > today else None,
             marker="Cutover", unit=f" {cur.upper()}")})
     return {"groups": groups, "burn": burn, "cutover": cutover,
             "days_left": (cutover - today).days if cutover else None}

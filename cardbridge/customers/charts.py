@@ -31,6 +31,7 @@ def bar_chart(
     until: date | None = None,
     marker: str | None = None,
     unit: str = "",
+    css_class: str = "chart",
 ) -> Markup:
     """A bar per day. Styling comes from CSS classes (chart-bar, chart-grid, chart-label).
 
@@ -48,7 +49,8 @@ def bar_chart(
     slot = plot_w / count
     bar_w = max(slot * 0.7, 1.0)
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {width} {height}" '
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="{css_class}" '
+        f'viewBox="0 0 {width} {height}" '
         f'role="img" aria-labelledby="{chart_id}-title {chart_id}-desc" '
         f'preserveAspectRatio="xMidYMid meet">',
         f'<title id="{chart_id}-title">{escape(title)}</title>',

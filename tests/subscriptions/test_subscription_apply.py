@@ -127,14 +127,14 @@ def test_a_429_storm_is_retried_and_nothing_is_made_twice(make_app, make_custome
         f"S{n}" for n in range(12))
 
 
-@pytest.mark.skipif(bool(TEST_DATABASE_URL), reason="the subprocess shares the SQLite file")
 def test_apply_killed_with_kill_9_and_run_again_creates_nothing_twice(
         make_app, make_customer, tmp_path):
-    database = tmp_path / "cardbridge.db"  # make_app's SQLite file, shared with the subprocess
+    # The subprocess uses make_app's database: its SQLite file, or the test PostgreSQL.
+    database = TEST_DATABASE_URL or f"sqlite:///{tmp_path / 'cardbridge.db'}"
     with fake_stripe(tmp_path, "--latency-ms", "150") as url:
         app = make_app(STRIPE_API_BASE=url, STRIPE_SECRET_KEY=TEST_SECRET_KEY)
         world(app, make_customer, url, 40, customers=5)
-        env = {**os.environ, "DATABASE_URL": f"sqlite:///{database}", "FLASK_APP": "app.py",
+        env = {**os.environ, "DATABASE_URL": database, "FLASK_APP": "app.py",
                "SECRET_KEY": "kill-test", "STRIPE_API_BASE": url,
                "STRIPE_SECRET_KEY": TEST_SECRET_KEY, "STRIPE_PUBLISHABLE_KEY": "pk_test_x",
                "STRIPE_WRITE_RATE": "20", "SUBSCRIPTION_APPLY_CONCURRENCY": "4"}
@@ -251,3 +251,24 @@ def test_the_shared_budget_spaces_writes_at_the_rate_across_takers(app):
             budget.take("write")
     # five slots a tenth of a second apart: the last waited about 0.4 s for its turn
     assert len(slept) >= 4 and 0.3 <= max(slept) <= 0.45
+
+
+@pytest.mark.redis
+def test_the_budget_in_redis_is_one_budget_for_every_process():
+    """Two takers (two processes' Budgets) on one Redis: their slots interleave a fifth of a
+    second apart at 5 a second, as if there were one taker."""
+    import redis
+
+    from tests.conftest import TEST_REDIS_URL
+
+    redis.Redis.from_url(TEST_REDIS_URL).delete("cardbridge:stripe-budget:write")
+    waits: list[float] = []
+    first = Budget({"write": 5.0}, TEST_REDIS_URL, sleep=waits.append)
+    second = Budget({"write": 5.0}, TEST_REDIS_URL, sleep=waits.append)
+    for _ in range(3):
+        first.take("write")
+        second.take("write")
+    # the first slot is free at once (no sleep); the other five wait 0.2, 0.4 … 1.0 s
+    assert len(waits) == 5
+    for got, want in zip(sorted(waits), (0.2, 0.4, 0.6, 0.8, 1.0), strict=True):
+        assert want - 0.08 < got <= want  # less only by the time the takes themselves took
