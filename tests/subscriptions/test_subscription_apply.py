@@ -1,4 +1,4 @@
-"""Apply against the project's fake Stripe (localstripe + devtools/fake_billing.py): schedules
+"""Apply against the project's fake Stripe (localstripe + devtools/fake_billing/): schedules
 made as the design says, nothing made twice (re-run, kill -9, a 429 storm, a foreign duplicate),
 the guard, the webhook moves, and the fake's own strictness."""
 
