@@ -34,7 +34,8 @@ from devtools.fake_billing.limits import latency_middleware, rate_limit_middlewa
 from devtools.fake_billing.store import PRICES, SCHEDULES
 from devtools.fake_billing.strict import STRICT, check, check_object, strict_middleware
 
-__all__ = ["PRICES", "SCHEDULES", "STRICT", "ADDED_ROUTES", "check", "check_object", "install"]
+__all__ = ["ADDED_ROUTES", "LOCALSTRIPE_ROUTES", "PRICES", "SCHEDULES", "STRICT", "check",
+           "check_object", "install"]
 
 # Routes the fake adds: (method, path, handler, stripe.params type).
 ADDED_ROUTES = catalog.ROUTES + clocks.ROUTES
