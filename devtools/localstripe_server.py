@@ -1,7 +1,8 @@
 """Run localstripe (the stateful fake Stripe from PyPI) with what cardbridge needs that it
 lacks: a subscription's own `default_payment_method`, which real Stripe bills from before the
 customer's default; and Prices, Subscription Schedules, latency and rate limits, checked as
-strictly as Stripe (devtools/fake_billing.py).
+strictly as Stripe, plus price subscriptions, test clocks and
+invoices.pay with a card (devtools/fake_billing/).
 
     python -m devtools.localstripe_server --port 8420 --from-scratch [--rate-limit N]
         [--latency-ms M]

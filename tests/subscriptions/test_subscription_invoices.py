@@ -1,7 +1,7 @@
 """Begin charging the ones who were waiting: after a card is saved, every open invoice of the
 customer's billable subscriptions is paid with it; paid and declined both reach the timeline.
-Stripe's answers come from a recorded-response server (localstripe's invoices.pay takes no
-payment method)."""
+Stripe's answers come from a recorded-response server, which pins the exact calls made; the
+fake Stripe's own invoices.pay with a card is pinned in tests/fakes/test_fake_billing.py."""
 
 from __future__ import annotations
 
