@@ -7,11 +7,15 @@ Starts the project's fake Stripe (devtools/localstripe_server.py) with `--from-s
 --rate-limit R --latency-ms M`: at most R writes a second in one-second windows, a 429 past
 that, and M ms before every answer. Everything runs against that one fake:
 
-* setup (not timed as ours): the prices, then N Stripe customers created by bare stripe-python
-  on a 32-thread pool that retries every 429 after 20 ms. Those creates are the floor: the
-  most writes a second the fake gives a client that does nothing but write (no database, no
-  pacing). The customers go into a fresh database (SQLite in a temp dir, or --database-url)
-  as `ready` with one migrated card each, as the mapping import leaves them;
+* the floor, run for --floor-seconds (default 10) before ours and again after it: bare
+  stripe-python on 32 threads creating Prices as fast as it can, every 429 retried after 20 ms,
+  no database, no pacing: the most writes a second the fake gives any client (Prices, because
+  their cost in the fake does not grow with what it holds; its Customers' does). A run of S
+  seconds can catch parts of S + 1 of the fake's one-second windows, so the floor may read up
+  to (S + 1) / S of the limit;
+* setup (not timed): N Stripe customers made the same way, then put into a fresh database
+  (SQLite in a temp dir, or --database-url) as `ready` with one migrated card each, as the
+  roster and mapping imports leave them;
 * a subscriptions CSV of N rows (one per customer, starts spread over the coming weeks) goes
   through the real `import_subscriptions`, then `plan`;
 * ours, timed: `apply` with STRIPE_WRITE_RATE = R (the shared budget paces the writes) on
@@ -19,9 +23,9 @@ that, and M ms before every answer. Everything runs against that one fake:
   row claimed to the last committed, including its listing of what is on Stripe.
 
 It prints rows, seconds, writes/s, the 429s the fake answered (counted on the wire by the
-gateway's HTTP client, retries included), ours / R (the aim: ≥ 0.9) and ours / floor, the rows
-that did not end `scheduled` (must be 0), and then checks the fake: it lists every schedule and
-requires exactly one per legacy id, the one the row records.
+gateway's HTTP client, retries included), ours / R (the aim: ≥ 0.9) and ours / the mean of the
+two floors, the rows that did not end `scheduled` (must be 0), and then checks the fake: it
+lists every schedule and requires exactly one per legacy id, the one the row records.
 """
 
 from __future__ import annotations
@@ -122,41 +126,78 @@ def counting_http_client(timeout: float = 30):
     return Counting(timeout=timeout)
 
 
-# -- setup, and the floor -----------------------------------------------------------------------
-def create_customers(url: str, n: int, threads: int = 32) -> tuple[list[str], float, int]:
-    """N customers by bare stripe-python as fast as the fake allows: (ids, seconds, 429s)."""
+# -- the floor, and setup ------------------------------------------------------------------------
+def client_for(url: str):
     import stripe
 
-    client = stripe.StripeClient(SECRET_KEY, base_addresses={"api": url},
-                                 max_network_retries=0,
-                                 http_client=stripe.RequestsClient(timeout=30))
-    ids: list[str | None] = [None] * n
-    limited = [0]
-    lock = threading.Lock()
-    progress = Progress("customers (floor)")
-    done = [0]
+    return stripe.StripeClient(SECRET_KEY, base_addresses={"api": url}, max_network_retries=0,
+                               http_client=stripe.RequestsClient(timeout=30))
 
-    def create(i: int) -> None:
-        while True:
-            try:
-                ids[i] = client.v1.customers.create(
-                    {"email": f"customer{i}@example.com",
-                     "metadata": {"legacy_customer_id": f"C{i:06d}"}}).id
-                break
-            except stripe.RateLimitError:
-                with lock:
-                    limited[0] += 1
-                time.sleep(0.02)
-        with lock:
-            done[0] += 1
-            progress(done[0], n)
 
-    client.v1.prices.list({"limit": 1})  # the SDK imported and the connection made first
+def hammer(url: str, create, count: int | None, seconds: float | None, what: str,
+           threads: int = 32) -> tuple[int, float, int]:
+    """`create(client, i)` on `threads` threads, each 429 retried after 20 ms, until `count`
+    are made or `seconds` have passed: (made, seconds, 429s)."""
+    import stripe
+
+    client = client_for(url)
+    client.v1.prices.list({"limit": 1})  # the SDK imported and a connection made first
     time.sleep(1.1)  # and that read's window closed
+    lock, made, limited, numbers = threading.Lock(), [0], [0], iter(range(10**9))
+    progress = Progress(what) if count else None
     started = time.perf_counter()
+    deadline = started + (seconds or 10**9)
+    ended = [started]
+
+    def work() -> None:
+        while True:
+            with lock:
+                i = next(numbers)
+            if (count and i >= count) or time.perf_counter() > deadline:
+                return
+            while True:
+                try:
+                    create(client, i)
+                    break
+                except stripe.RateLimitError:
+                    with lock:
+                        limited[0] += 1
+                    time.sleep(0.02)
+            with lock:
+                made[0] += 1
+                ended[0] = time.perf_counter()
+                if progress:
+                    progress(made[0], count)
+
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        list(pool.map(create, range(n)))
-    return ids, time.perf_counter() - started, limited[0]
+        for future in [pool.submit(work) for _ in range(threads)]:
+            future.result()
+    return made[0], ended[0] - started, limited[0]
+
+
+def floor(url: str, seconds: float) -> tuple[float, int]:
+    """Writes a second the fake gives bare stripe-python on 32 threads that do nothing but
+    create Prices (a dict insert in the fake: its cost does not grow with what it holds, unlike
+    its Customers), with every 429 retried after 20 ms: (writes/s, 429s)."""
+    def create(client, i: int) -> None:
+        client.v1.prices.create({"currency": "usd", "unit_amount": 100 + i,
+                                 "product": "prod_floor"})
+
+    made, elapsed, limited = hammer(url, create, None, seconds, "floor")
+    return made / elapsed, limited
+
+
+def create_customers(url: str, n: int) -> list[str]:
+    """N Stripe customers, as fast as the fake allows (setup, not timed)."""
+    ids: list[str] = [""] * n
+
+    def create(client, i: int) -> None:
+        ids[i] = client.v1.customers.create(
+            {"email": f"customer{i}@example.com",
+             "metadata": {"legacy_customer_id": f"C{i:06d}"}}).id
+
+    hammer(url, create, n, None, "Stripe customers (setup)")
+    return ids
 
 
 def make_app(instance: Path, url: str, database_url: str | None, rate: int,
@@ -287,27 +328,32 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=None,
                         help="apply threads (default: the app's SUBSCRIPTION_APPLY_CONCURRENCY)")
     parser.add_argument("--database-url", default=None, help="default: SQLite in a temp dir")
+    parser.add_argument("--floor-seconds", type=float, default=10,
+                        help="how long each floor run hammers the fake (default 10)")
     args = parser.parse_args()
     n, limit = args.count, args.rate_limit
 
     with tempfile.TemporaryDirectory() as tmp, \
             FakeStripe(Path(tmp), limit, args.latency_ms) as url:
-        stripe_ids, floor_seconds, floor_429 = create_customers(url, n)
-        floor = n / floor_seconds
+        before = floor(url, args.floor_seconds)
+        stripe_ids = create_customers(url, n)
         app = make_app(Path(tmp), url, args.database_url, limit, args.concurrency)
         seed(app, stripe_ids)
         import_and_plan(app, url, n)
         time.sleep(1.5)  # the setup's last windows close before the clock starts
         report, statuses = run_apply(app, args.concurrency)
         schedules, problems = check_fake(app, url)
+        after = floor(url, args.floor_seconds)
 
     threads = args.concurrency or app.config["SUBSCRIPTION_APPLY_CONCURRENCY"]
     failed = n - report.counts["scheduled"]
     database = "SQLite" if not args.database_url else args.database_url.split(":")[0]
     print(f"fake Stripe: --rate-limit {limit} --latency-ms {args.latency_ms}; database: "
           f"{database}; apply: {threads} threads, STRIPE_WRITE_RATE={limit}")
-    print(f"floor, bare stripe-python customer creates on 32 threads: {n} in "
-          f"{floor_seconds:.1f} s, {floor:.1f} writes/s, {floor_429} 429s")
+    raw = (before[0] + after[0]) / 2
+    print(f"floor, bare stripe-python Price creates on 32 threads for {args.floor_seconds:g} s "
+          f"before and after ours: {before[0]:.1f} and {after[0]:.1f} writes/s "
+          f"({before[1]} and {after[1]} 429s)")
     print(f"ours, apply: {n} rows in {report.seconds:.1f} s, {report.writes} writes, "
           f"{report.rate:.1f} writes/s, {statuses[429]} 429s of {sum(statuses.values())} "
           f"requests; outcomes {dict(report.counts)}")
@@ -316,7 +362,7 @@ def main() -> None:
     for problem in problems[:10]:
         print(f"  {problem}")
     print(f"ratio writes/s ÷ limit: {report.rate / limit:.3f} (aim ≥ 0.9); "
-          f"÷ floor: {report.rate / floor:.3f}")
+          f"÷ floor: {report.rate / raw:.3f}")
     if failed or problems:
         raise SystemExit(1)
 
