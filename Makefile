@@ -28,6 +28,7 @@ bench: install
 	@$(BIN)/python bench/page.py
 	@$(BIN)/python bench/import.py
 	@$(BIN)/python bench/email.py
+	@$(BIN)/python bench/stripe_bulk.py
 
 clean:
 	rm -rf $(VENV) instance/cardbridge.db* instance/outbox
