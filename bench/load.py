@@ -42,6 +42,7 @@ from devtools.fleet import Fleet
 
 CSRF = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
 PK = re.compile(r'data-publishable-key="([^"]+)"')
+WARM_UP = 10  # seconds of load before the figures start
 STATE: dict = {"urls": [], "finished": [], "stripe": "", "staff": None, "think": 1.0}
 
 
@@ -117,7 +118,7 @@ def percentile(stats, p: float) -> float:
 def run_once(fleet: Fleet, users: int, duration: int, think: float) -> dict:
     work = Path(tempfile.mkdtemp(prefix="load-"))
     # Enough links that no user runs dry: a journey takes about 2 × think + Stripe's latency.
-    journeys = int(users * duration / max(0.5, 2 * think + 0.5)) + users
+    journeys = int(users * (duration + WARM_UP) / max(0.5, 2 * think + 0.5)) + users
     env = {**fleet.env(), "DATABASE_URL": fleet.database_url}
     subprocess.run([sys.executable, "-m", "bench.load_fleet", "seed", str(work / "links.json"),
                     "--customers", str(journeys), "--wave", "2000"], check=True, env=env,
@@ -151,8 +152,13 @@ def run_once(fleet: Fleet, users: int, duration: int, think: float) -> dict:
                              "--status", "needs_update", "--limit", "2000"],
                             env=env, cwd=Path(__file__).resolve().parent.parent,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    started = time.monotonic()
     runner.start(users + 2, spawn_rate=max(20, users / 5))
+    # Figures from the steady state: the first seconds (users arriving, each gunicorn
+    # thread's first connection and template compile) are load, but not measured.
+    gevent.sleep(WARM_UP)
+    environment.stats.reset_all()
+    errors.clear()
+    started = time.monotonic()
     gevent.spawn_later(duration, runner.quit)
     runner.greenlet.join()
     elapsed = time.monotonic() - started

@@ -181,8 +181,12 @@ def load_config(instance_path: str | os.PathLike, env: dict | None = None) -> di
     return settings
 
 
+# DATABASE_*: per process; gunicorn workers × (pool + overflow) plus the queue workers' must
+# stay under PostgreSQL's max_connections (docs/deployment.md). Defaults in derive().
 TUNING_INTS = (
-    "STAFF_IDLE_TIMEOUT_SECONDS", "STAFF_SESSION_LIFETIME_SECONDS", "MAIL_TIMEOUT_SECONDS",
+    "DATABASE_POOL_SIZE", "DATABASE_MAX_OVERFLOW", "DATABASE_POOL_TIMEOUT_SECONDS",
+    "DATABASE_CONNECT_TIMEOUT_SECONDS", "STAFF_IDLE_TIMEOUT_SECONDS",
+    "STAFF_SESSION_LIFETIME_SECONDS", "MAIL_TIMEOUT_SECONDS",
     "MAIL_THROTTLE_HORIZON_SECONDS", "MAIL_COMMIT_EVERY",
     "MAIL_CLAIM_LEASE_SECONDS", "MAIL_BATCH_SIZE", "MAIL_RETRY_BASE_SECONDS",
     "MAIL_RETRY_MAX_SECONDS", "MAIL_MAX_ATTEMPTS", "MAIL_REAP_EVERY_SECONDS",
@@ -215,7 +219,14 @@ def derive(config, explicit=frozenset()) -> None:
         # hide_parameters: an error's message and log never carry the row's values (emails,
         # names, tokens).
         config["SQLALCHEMY_ENGINE_OPTIONS"] = {"hide_parameters": True} if sqlite else {
-            "pool_pre_ping": True, "hide_parameters": True}
+            "pool_pre_ping": True, "hide_parameters": True,
+            "pool_size": config.get("DATABASE_POOL_SIZE", 10),
+            "max_overflow": config.get("DATABASE_MAX_OVERFLOW", 10),
+            # A pool that stays empty, or a server that does not answer, fails the request
+            # with a 503 in seconds instead of holding the customer for half a minute.
+            "pool_timeout": config.get("DATABASE_POOL_TIMEOUT_SECONDS", 10),
+            "connect_args": {"connect_timeout": config.get("DATABASE_CONNECT_TIMEOUT_SECONDS",
+                                                           5)}}
 
 
 def per_process_limits_problem(env: dict, workers: int) -> str | None:

@@ -94,6 +94,9 @@ class Fleet:
             "MAIL_PORT": str(self.smtp_port), "LOG_FORMAT": "json",
             "WEB_CONCURRENCY": str(self.web_workers), "GUNICORN_THREADS": str(self.threads),
             "GUNICORN_BIND": f"127.0.0.1:{self.port}", "STAFF_REQUIRE_2FA": "false",
+            # A connection per gunicorn thread, a few more for a peak: no thread waits on the
+            # pool, and 3 workers × 36 stays far under PostgreSQL's 100 connections.
+            "DATABASE_POOL_SIZE": str(self.threads), "DATABASE_MAX_OVERFLOW": "4",
         }
         redis_url = self.app_redis_url or self.redis_url
         if redis_url:
