@@ -143,6 +143,8 @@ def test_subscription_update_and_schedule_events(own_localstripe):
     sub = ls(own_localstripe, "POST", "/v1/subscriptions",
              {"customer": customer["id"], "items[0][plan]": plan["id"]})
     ls(own_localstripe, "POST", f"/v1/subscriptions/{sub['id']}", {"default_payment_method": pm})
+    paid = events(own_localstripe, type="invoice.paid")["data"]
+    assert [e["data"]["object"]["subscription"] for e in paid] == [sub["id"]]
     updated = events(own_localstripe, type="customer.subscription.updated")["data"]
     assert updated[0]["data"]["previous_attributes"] == {"default_payment_method": None}
     price = ls(own_localstripe, "POST", "/v1/prices", {
