@@ -228,7 +228,7 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=200)
     parser.add_argument("--sweep", default="", help="comma-separated user counts, e.g. 200,500")
     parser.add_argument("--duration", type=int, default=60)
-    parser.add_argument("--think", type=float, default=1.0)
+    parser.add_argument("--think", type=float, default=8.0)
     parser.add_argument("--latency-ms", type=int, default=150)
     parser.add_argument("--web-workers", type=int, default=3)
     parser.add_argument("--threads", type=int, default=8)

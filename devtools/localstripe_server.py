@@ -7,8 +7,8 @@ invoices.pay with a card (devtools/fake_billing/).
     python -m devtools.localstripe_server --port 8420 --from-scratch [--rate-limit N]
         [--latency-ms M]
 
-With --from-scratch the store is not pickled to disk after every write (localstripe's default):
-nothing reloads it, and at thousands of objects the pickling, not the API, was the limit.
+With --from-scratch the store is never pickled to disk (localstripe pickles it whole after every
+write): nothing reloads it, and at thousands of objects the pickling, not the API, was the limit.
 """
 
 from __future__ import annotations
@@ -58,7 +58,12 @@ def main() -> None:
     _add_subscription_default_payment_method()
     fake_billing.install(server.app, latency_ms=ours.latency_ms, rate_limit=ours.rate_limit)
     if ours.from_scratch:
+        # Nothing reloads the store, so it is never written: localstripe pickles the whole
+        # store to one shared /tmp file on every object it sets (its middleware, and the
+        # store's own __setitem__), which made each write cost more than the last (81% of the
+        # fake's time under bench/load.py) and let parallel fakes overwrite one file.
         server.app.middlewares.remove(server.save_store_middleware)
+        resources.store.dump_to_disk = lambda: None
     sys.argv = [sys.argv[0], *rest, *(["--from-scratch"] if ours.from_scratch else [])]
     server.start()
 
