@@ -9,7 +9,10 @@ threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 worker_class = "gthread"
 timeout = 30
 graceful_timeout = 20
-keepalive = 5
+# Longer than the load balancer's idle timeout (60 s on most): a server that closes an idle
+# keep-alive connection first races the balancer's next request on it, which then fails with
+# a reset (a 502 to the customer). gthread parks idle connections in its poller, not a thread.
+keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "75"))
 # No access log by default: request lines would carry customer link tokens. Errors still log.
 accesslog = None
 errorlog = "-"
