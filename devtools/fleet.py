@@ -68,13 +68,15 @@ class Fleet:
     app_database_url: str | None = None
     app_redis_url: str | None = None
     app_stripe_url: str | None = None
+    smtp_port: int = 0  # a mail server already listening (a test's counting sink); else a sink
     logs: Path = ROOT / "instance" / "fleet"
     extra_env: dict = field(default_factory=dict)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.port = self.port or free_port()
-        self.stripe_port, self.smtp_port = free_port(), free_port()
+        self.own_smtp = not self.smtp_port
+        self.stripe_port, self.smtp_port = free_port(), self.smtp_port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.stripe_url = f"http://127.0.0.1:{self.stripe_port}"
 
@@ -108,9 +110,9 @@ class Fleet:
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
         self.logs.mkdir(parents=True, exist_ok=True)
-        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 (lives with the process)
-        proc = subprocess.Popen(argv, cwd=ROOT, env=self.env(), stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        with open(self.logs / f"{name}.log", "ab") as log:  # the child keeps its own copy
+            proc = subprocess.Popen(argv, cwd=ROOT, env=self.env(), stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
         self.procs[name] = proc
         return proc
 
@@ -120,8 +122,9 @@ class Fleet:
         self._spawn("stripe", [py, "-m", "devtools.localstripe_server", "--port",
                                str(self.stripe_port), "--from-scratch",
                                "--latency-ms", str(self.latency_ms)])
-        self._spawn("smtp", [py, "-m", "aiosmtpd", "-n", "-l",
-                             f"127.0.0.1:{self.smtp_port}", "-c", "aiosmtpd.handlers.Sink"])
+        if self.own_smtp:
+            self._spawn("smtp", [py, "-m", "aiosmtpd", "-n", "-l",
+                                 f"127.0.0.1:{self.smtp_port}", "-c", "aiosmtpd.handlers.Sink"])
         ensure_database(self.database_url)
         if fresh:
             self.reset_database()
