@@ -48,7 +48,8 @@ def test_metrics_text_parses_and_names_every_signal(metrics_app):
                    "cardbridge_card_setups_succeeded_total", "cardbridge_card_setups_failed_total",
                    "cardbridge_emails_queued_total", "cardbridge_emails_sent_total",
                    "cardbridge_emails_failed_total", "cardbridge_emails_deferred_total",
-                   "cardbridge_stripe_calls_total", "cardbridge_stripe_rate_limited_responses_total",
+                   "cardbridge_stripe_calls_total",
+                   "cardbridge_stripe_rate_limited_responses_total",
                    "cardbridge_import_rows_total", "cardbridge_http_request_duration_seconds"):
         assert f"# TYPE {family.removesuffix('_total')}" in text, family
 
