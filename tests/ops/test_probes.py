@@ -7,6 +7,9 @@ import socket
 import time
 from contextlib import contextmanager
 
+import pytest
+
+from tests.conftest import TEST_REDIS_URL
 from tests.testlib import free_port
 
 
@@ -72,3 +75,11 @@ def test_probes_need_no_session_cookie_and_set_none(client):
     for path in ("/healthz", "/readyz"):
         response = client.get(path)
         assert "Set-Cookie" not in response.headers, path
+
+
+@pytest.mark.redis
+def test_readyz_asks_a_real_redis(make_app):
+    app = make_app(REDIS_URL=TEST_REDIS_URL)
+    response = app.test_client().get("/readyz")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok", "database": "ok", "redis": "ok"}
