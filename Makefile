@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench fleet load clean
 
 install: $(STAMP)
 
@@ -28,6 +28,15 @@ bench: install
 	@$(BIN)/python bench/page.py
 	@$(BIN)/python bench/import.py
 	@$(BIN)/python bench/email.py
+	@$(BIN)/python bench/stripe_bulk.py
+
+# The app as production runs it, on PostgreSQL and Redis at 127.0.0.1 (docs/deployment.md).
+fleet: install
+	@$(BIN)/python -m devtools.fleet
+
+# Locust against a fleet it starts: 200 customers at once for a minute (bench/load.py).
+load: install
+	@$(BIN)/python -m bench.load
 
 clean:
 	rm -rf $(VENV) instance/cardbridge.db* instance/outbox

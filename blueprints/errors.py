@@ -6,6 +6,8 @@ import logging
 
 from flask import Flask, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from blueprints.customer import i18n
@@ -65,6 +67,21 @@ def register(app: Flask) -> None:
         return _render(err.code or 500, titles.get(err.code, err.name),
                        messages.get(err.code, err.description),
                        (err.name or "error").lower().replace(" ", "_"))
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(InterfaceError)
+    @app.errorhandler(PoolTimeout)
+    def database_unavailable(err: Exception):
+        # The database is down, restarting or out of connections: a retry page, never a 500.
+        # Nothing was half-done: the request's transaction never committed.
+        log.warning("database unavailable on %s %s: %s", request.method, request.endpoint,
+                    type(getattr(err, "orig", err) or err).__name__)
+        body, status = _render(503, N_("Please try again in a minute"),
+                               N_("We cannot reach our records just now. Nothing was changed; "
+                                  "please try again in a minute."), "unavailable")
+        response = app.make_response((body, status))
+        response.headers["Retry-After"] = "30"
+        return response
 
     @app.errorhandler(Exception)
     def unexpected(err: Exception):

@@ -174,9 +174,6 @@ def load_config(instance_path: str | os.PathLike, env: dict | None = None) -> di
         # everyone else (docs/deployment.md says why).
         "METRICS_ENABLED": _bool(env.get("METRICS_ENABLED")),
         "METRICS_ALLOW": _networks(env, "METRICS_ALLOW", "127.0.0.0/8,::1/128"),
-        # /readyz and every request: how long to wait for a database connection before
-        # answering 503 instead of holding a gunicorn thread (PostgreSQL; seconds).
-        "DATABASE_CONNECT_TIMEOUT": _int(env, "DATABASE_CONNECT_TIMEOUT", 3),
         "BODY_LIMITS": {"customer": 16 * 1024, "api": 16 * 1024, "csp": 16 * 1024,
                         "webhooks": 1024 * 1024, "hooks_email": 1024 * 1024,
                         "health": 1024},
@@ -204,8 +201,12 @@ def load_config(instance_path: str | os.PathLike, env: dict | None = None) -> di
     return settings
 
 
+# DATABASE_*: per process; gunicorn workers × (pool + overflow) plus the queue workers' must
+# stay under PostgreSQL's max_connections (docs/deployment.md). Defaults in derive().
 TUNING_INTS = (
-    "STAFF_IDLE_TIMEOUT_SECONDS", "STAFF_SESSION_LIFETIME_SECONDS", "MAIL_TIMEOUT_SECONDS",
+    "DATABASE_POOL_SIZE", "DATABASE_MAX_OVERFLOW", "DATABASE_POOL_TIMEOUT_SECONDS",
+    "DATABASE_CONNECT_TIMEOUT_SECONDS", "STAFF_IDLE_TIMEOUT_SECONDS",
+    "STAFF_SESSION_LIFETIME_SECONDS", "MAIL_TIMEOUT_SECONDS",
     "MAIL_THROTTLE_HORIZON_SECONDS", "MAIL_COMMIT_EVERY",
     "MAIL_CLAIM_LEASE_SECONDS", "MAIL_BATCH_SIZE", "MAIL_RETRY_BASE_SECONDS",
     "MAIL_RETRY_MAX_SECONDS", "MAIL_MAX_ATTEMPTS", "MAIL_REAP_EVERY_SECONDS",
@@ -238,13 +239,14 @@ def derive(config, explicit=frozenset()) -> None:
         # hide_parameters: an error's message and log never carry the row's values (emails,
         # names, tokens).
         config["SQLALCHEMY_ENGINE_OPTIONS"] = {"hide_parameters": True} if sqlite else {
-            "pool_pre_ping": True, "hide_parameters": True}
-        uri = config["SQLALCHEMY_DATABASE_URI"]
-        if uri.startswith("postgresql") and "connect_timeout" not in uri:
-            # A dead or unreachable server answers 503 after this long instead of holding a
-            # worker thread for the kernel's TCP timeout (minutes): /readyz relies on it.
-            config["SQLALCHEMY_ENGINE_OPTIONS"]["connect_args"] = {
-                "connect_timeout": int(config.get("DATABASE_CONNECT_TIMEOUT") or 3)}
+            "pool_pre_ping": True, "hide_parameters": True,
+            "pool_size": config.get("DATABASE_POOL_SIZE", 10),
+            "max_overflow": config.get("DATABASE_MAX_OVERFLOW", 10),
+            # A pool that stays empty, or a server that does not answer, fails the request
+            # with a 503 in seconds instead of holding the customer for half a minute.
+            "pool_timeout": config.get("DATABASE_POOL_TIMEOUT_SECONDS", 10),
+            "connect_args": {"connect_timeout": config.get("DATABASE_CONNECT_TIMEOUT_SECONDS",
+                                                           5)}}
 
 
 def per_process_limits_problem(env: dict, workers: int) -> str | None:

@@ -326,6 +326,18 @@ class StripeGateway(BillingCalls):
             lambda: self._client.v1.checkout.sessions.retrieve(session_id),
         )
 
+    # -- events --------------------------------------------------------------------------------
+    def list_events(self, *, created_gte: int | None = None, starting_after: str | None = None,
+                    limit: int = 100) -> dict:
+        """One page of Stripe's events (newest first, as Stripe lists them), delivered or not:
+        Stripe keeps them for 30 days."""
+        params: dict[str, Any] = {"limit": limit}
+        if created_gte is not None:
+            params["created"] = {"gte": created_gte}
+        if starting_after:
+            params["starting_after"] = starting_after
+        return self._call("event.list", lambda: self._client.v1.events.list(params))
+
     # -- webhooks ------------------------------------------------------------------------------
     @staticmethod
     def parse_webhook(

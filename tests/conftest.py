@@ -195,6 +195,14 @@ def localstripe_url(tmp_path_factory):
 
 
 @pytest.fixture
+def own_localstripe(tmp_path):
+    """A localstripe of this test's own: webhook endpoints registered on it (which localstripe
+    cannot unregister) and the events it keeps reach no other test."""
+    with fake_stripe(tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
 def stripe_app(make_app, localstripe_url):
     """An app whose Stripe is the localstripe server."""
     return make_app(STRIPE_API_BASE=localstripe_url,

@@ -57,10 +57,12 @@ def test_sqlite_connections_are_not_pinged_but_server_ones_are(tmp_path):
     derive(config)
     assert config["SQLALCHEMY_ENGINE_OPTIONS"] == {"hide_parameters": True}
     config = load_config(tmp_path, {"CARDBRIDGE_ENV": "development",
-                                    "DATABASE_URL": "postgresql+psycopg://db/x"})
+                                    "DATABASE_URL": "postgresql+psycopg://db/x",
+                                    "DATABASE_POOL_SIZE": "24", "DATABASE_MAX_OVERFLOW": "0"})
     derive(config)
     assert config["SQLALCHEMY_ENGINE_OPTIONS"] == {
-        "pool_pre_ping": True, "hide_parameters": True, "connect_args": {"connect_timeout": 3}}
+        "pool_pre_ping": True, "hide_parameters": True, "pool_size": 24, "max_overflow": 0,
+        "pool_timeout": 10, "connect_args": {"connect_timeout": 5}}
 
 
 @pytest.mark.parametrize("name", TUNING_INTS)

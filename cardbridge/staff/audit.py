@@ -43,6 +43,7 @@ ACTIONS = (
     "subscription.apply_queued",
     "subscription.legacy_cancel_confirmed",
     "subscription.held",
+    "stripe.replay",
 )
 
 

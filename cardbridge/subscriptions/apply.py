@@ -166,23 +166,28 @@ def _apply_one(row_id: int, gateway, budget: Budget, existing: dict, ctx) -> str
         if sub.mode == "subscription" and not _anchor_is_next(sub, now):
             _release(sub)
             return "not_yet"
-        sub.attempt_key = attempt_key(sub)
-        db.session.commit()  # durable before anything is sent
-        found = [o for o in existing.get(sub.legacy_id, ())
+        key = sub.attempt_key = attempt_key(sub)
+        # Everything the create needs is read before the commit: after it, reading an expired
+        # attribute would check a connection out of the pool and hold it through the budget's
+        # wait and the call to Stripe, one per thread, while the budget needs one more of its
+        # own (16 threads on the default pool of 5 + 10 deadlocked until the pool timed out).
+        schedule, legacy_id = sub.mode == "schedule", sub.legacy_id
+        params = (schedule_params if schedule else subscription_params)(sub, customer)
+        found = [o for o in existing.get(legacy_id, ())
                  if o.get("customer") == customer.stripe_customer_id]
+        db.session.commit()  # durable before anything is sent
         if found:
             return _adopt_or_review(sub, found, now)
         budget.take("write")
-        if sub.mode == "schedule":
-            obj = gateway.create_schedule(schedule_params(sub, customer), sub.attempt_key)
+        if schedule:
+            obj = gateway.create_schedule(params, key)
             sub.stripe_schedule_id, sub.state = obj["id"], "scheduled"
         else:
-            obj = gateway.create_subscription(subscription_params(sub, customer),
-                                              sub.attempt_key)
+            obj = gateway.create_subscription(params, key)
             sub.stripe_subscription_id, sub.state, sub.live_at = obj["id"], "live", now
         sub.applied_at, sub.claimed_until, sub.updated_at = now, None, now
         db.session.commit()
-        return sub.state
+        return "scheduled" if schedule else "live"
     except RateLimited:
         db.session.rollback()
         _release(db.session.get(LegacySubscription, row_id))

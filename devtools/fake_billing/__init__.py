@@ -11,6 +11,10 @@ before it starts:
   roll when the clock is advanced (`clocks.py`);
 - `invoices.pay` with a `payment_method`, Stripe's 402 card_error on a decline, and the invoice
   list by status (`invoicing.py`);
+- events as Stripe makes them for customers, payment methods, SetupIntents, subscriptions,
+  schedules and invoices, listed by `GET /v1/events` and delivered signed to the endpoints
+  registered at `/_config/webhooks/{id}`, each remembering whether delivery succeeded
+  (`events.py`);
 - `--latency-ms M` and `--rate-limit N` (`limits.py`);
 - strictness on every route the app uses (`STRICT`): parameters checked against stripe-python's
   generated `stripe.params` TypedDict for the endpoint, refused as Stripe refuses (`strict.py`).
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 from aiohttp import web
 from stripe.params import (
+    EventListParams,
     InvoiceListParams,
     InvoicePayParams,
     SubscriptionCancelParams,
@@ -29,7 +34,7 @@ from stripe.params import (
     SubscriptionUpdateParams,
 )
 
-from devtools.fake_billing import catalog, clocks, invoicing, subscriptions
+from devtools.fake_billing import catalog, clocks, events, invoicing, subscriptions
 from devtools.fake_billing.limits import latency_middleware, rate_limit_middleware
 from devtools.fake_billing.store import PRICES, SCHEDULES
 from devtools.fake_billing.strict import STRICT, check, check_object, strict_middleware
@@ -48,6 +53,7 @@ LOCALSTRIPE_ROUTES = (
     ("DELETE", "/v1/subscriptions/{id}", None, SubscriptionCancelParams),
     ("POST", "/v1/invoices/{id}/pay", invoicing.pay_invoice, InvoicePayParams),
     ("GET", "/v1/invoices", invoicing.list_invoices, InvoiceListParams),
+    ("GET", "/v1/events", events.list_events, EventListParams),
 )
 OVERRIDES = {(method, path): handler
              for method, path, handler, _ in LOCALSTRIPE_ROUTES if handler is not None}
@@ -68,7 +74,8 @@ def install(app: web.Application, *, latency_ms: int = 0, rate_limit: int = 0) -
     if latency_ms:
         app.middlewares.insert(0, latency_middleware(latency_ms))
     # Inside localstripe's error middleware, which turns UserError into Stripe's error shape.
-    app.middlewares.extend((strict_middleware, override_middleware))
+    app.middlewares.extend((strict_middleware, events.schedule_events_middleware,
+                            override_middleware))
     for method, path, handler, typed in ADDED_ROUTES:
         app.router.add_route(method, path, handler)
         STRICT[(method, path)] = typed
@@ -76,4 +83,5 @@ def install(app: web.Application, *, latency_ms: int = 0, rate_limit: int = 0) -
         STRICT[(method, path)] = typed
     clocks.accept_test_clock_on_customers()
     subscriptions.wrap_localstripe_create()
+    OVERRIDES.update(events.install())
     clocks.ON_ADVANCE[:] = [catalog.start_due_on_clock, subscriptions.catch_up_clock]

@@ -12,9 +12,8 @@ the two invoice routes the app uses that localstripe lacks:
 from __future__ import annotations
 
 from aiohttp import web
-from localstripe import resources, server
+from localstripe import resources, server, webhooks
 from localstripe.errors import UserError
-from localstripe.webhooks import schedule_webhook
 
 from devtools.fake_billing.clocks import now_for
 from devtools.fake_billing.store import PRICES
@@ -108,7 +107,7 @@ async def pay_invoice(request: web.Request) -> web.Response:
     intent = _charge(invoice, card.id)
     if invoice.status == "paid":
         return server.json_response(invoice._export())
-    schedule_webhook(resources.Event("invoice.payment_failed", invoice))
+    webhooks.schedule_webhook(resources.Event("invoice.payment_failed", invoice))
     raise _card_error(card, intent)
 
 

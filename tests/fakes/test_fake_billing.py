@@ -216,6 +216,7 @@ ROUTES = {
     ("DELETE", "/v1/subscriptions/{id}"): "SubscriptionCancelParams",
     ("POST", "/v1/invoices/{id}/pay"): "InvoicePayParams",
     ("GET", "/v1/invoices"): "InvoiceListParams",
+    ("GET", "/v1/events"): "EventListParams",
 }
 
 

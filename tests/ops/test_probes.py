@@ -43,7 +43,7 @@ def test_healthz_stays_up_while_readyz_says_the_database_is_down(make_app):
 
 def test_readyz_gives_up_on_a_hung_database_within_the_connect_timeout(make_app):
     with silent_server() as port:
-        app = make_app(create_schema=False, DATABASE_CONNECT_TIMEOUT=1,
+        app = make_app(create_schema=False, DATABASE_CONNECT_TIMEOUT_SECONDS=1,
                        SQLALCHEMY_DATABASE_URI=f"postgresql+psycopg://u@127.0.0.1:{port}/x")
         client = app.test_client()
         started = time.monotonic()

@@ -168,6 +168,19 @@ def test_a_429_storm_is_retried_and_nothing_is_made_twice(make_app, make_custome
         f"S{n}" for n in range(12))
 
 
+def test_apply_holds_no_pool_connection_through_the_budget_wait_and_the_create(
+        make_app, make_customer, localstripe_url):
+    # As many threads as the pool has connections: a thread that kept its session's
+    # connection while the budget asked the pool for one more starved them all.
+    app = make_app(STRIPE_API_BASE=localstripe_url, STRIPE_SECRET_KEY=TEST_SECRET_KEY,
+                   STRIPE_WRITE_RATE=50, STRIPE_READ_RATE=0, SQLALCHEMY_ENGINE_OPTIONS={
+                       "pool_size": 2, "max_overflow": 0, "pool_timeout": 3})
+    world(app, make_customer, localstripe_url, 6, customers=2)
+    with app.app_context():
+        report = applying.apply(app.extensions["stripe_gateway"], concurrency=2)
+    assert report.counts == {"scheduled": 6}
+
+
 def test_apply_killed_with_kill_9_and_run_again_creates_nothing_twice(
         make_app, make_customer, tmp_path):
     # The subprocess uses make_app's database: its SQLite file, or the test PostgreSQL.
