@@ -38,6 +38,11 @@ CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 # No `…_created` series beside each counter: multiprocess mode has none, so neither does this.
 disable_created_metrics()
 
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    # Each process's values live in files there from the first metric on: a `flask` command
+    # started before gunicorn made the directory must not fail for want of it.
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+
 UNMATCHED_ROUTE = "<unmatched>"  # a 404 (or 405) that matched no rule: one series for them all
 
 # -- the web -------------------------------------------------------------------------------------
