@@ -10,7 +10,7 @@ from flask import Flask
 from cardbridge.config import derive, load_config
 from cardbridge.extensions import csrf, db, limiter, login_manager, migrate
 from cardbridge.staff import accounts as staff_service
-from cardbridge.web import logs, security
+from cardbridge.web import logs, observe, security
 
 
 def create_app(config: Mapping | None = None) -> Flask:
@@ -64,6 +64,7 @@ def register_extensions(app: Flask) -> None:
     from cardbridge.stripe_gateway import StripeGateway
 
     logs.init_app(app)
+    observe.init_app(app)  # request metrics (first after the request id: it times the rest)
     db.init_app(app)
     migrate.init_app(app, db, directory=os.path.join(os.path.dirname(__file__), "migrations"))
     security.bound_request_bodies(app)  # before CSRF, which reads the body

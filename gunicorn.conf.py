@@ -2,6 +2,14 @@
 
 import multiprocessing
 import os
+import tempfile
+
+# /metrics across workers: prometheus-client's multiprocess mode keeps each process's values in
+# files under PROMETHEUS_MULTIPROC_DIR, which it reads when first imported, so the directory is
+# chosen here, before anything imports the app. Unset, a private one is made for this server.
+if os.environ.get("METRICS_ENABLED", "").strip().lower() in ("1", "true", "yes", "on"):
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="cardbridge-metrics-")
 
 bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{os.environ.get('PORT', '5000')}")
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count()))
@@ -25,6 +33,24 @@ logconfig_dict = logs.gunicorn_logconfig(os.environ.get("LOG_FORMAT", "text").lo
 
 
 def on_starting(server):
+    """A fresh metrics directory, then the rate-limit check below."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        from cardbridge.metrics import wipe_multiprocess_dir
+
+        wipe_multiprocess_dir(directory)  # the last server's counts are not this one's
+    _refuse_per_process_limits(server)
+
+
+def child_exit(server, worker):
+    """A worker that ended (restarted, killed): its counters still count, its live gauges go."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def _refuse_per_process_limits(server):
     """Refuse to serve with several workers whose rate limits each count alone (config.py);
     CARDBRIDGE_ALLOW_PER_PROCESS_LIMITS=1 turns the refusal into a loud warning."""
     import sys

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from datetime import date
@@ -54,6 +55,20 @@ def _dev_secret(instance_path: Path) -> str:
     with os.fdopen(fd, "w") as fh:
         fh.write(key)
     return key
+
+
+def _networks(env: dict, name: str, default: str) -> list[str]:
+    """CIDRs (or single addresses), checked here so a typo stops the start, not a scrape."""
+    raw = env.get(name) or default
+    found = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        try:
+            found.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {item!r} is not an address or a CIDR") from exc
+    return found
 
 
 def _key_list(env: dict, name: str) -> list[str]:
@@ -154,6 +169,11 @@ def load_config(instance_path: str | os.PathLike, env: dict | None = None) -> di
         "MAX_CONTENT_LENGTH": 64 * 1024 * 1024,
         "TOTP_ENCRYPTION_KEYS": totp_keys,
         "LOG_FORMAT": "json" if env.get("LOG_FORMAT", "").lower() == "json" else "text",
+        # GET /metrics (Prometheus text): off unless asked for; when on, answered only to the
+        # networks in METRICS_ALLOW (CIDRs, comma-separated; loopback unless told), 404 to
+        # everyone else (docs/deployment.md says why).
+        "METRICS_ENABLED": _bool(env.get("METRICS_ENABLED")),
+        "METRICS_ALLOW": _networks(env, "METRICS_ALLOW", "127.0.0.0/8,::1/128"),
         "BODY_LIMITS": {"customer": 16 * 1024, "api": 16 * 1024, "csp": 16 * 1024,
                         "webhooks": 1024 * 1024, "hooks_email": 1024 * 1024,
                         "health": 1024},

@@ -16,6 +16,8 @@ from huey.storage import BlackHoleStorage, MemoryStorage, RedisStorage
 from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
 
+from cardbridge import correlation
+
 
 class _NotConfigured(BlackHoleStorage):
     def enqueue(self, data, priority=None):
@@ -55,6 +57,12 @@ class AppHuey(Huey):
         if self._immediate:
             return "immediate"
         return "redis" if isinstance(self.storage, RedisStorage) else "sqlite"
+
+    def execute(self, task, timestamp=None):
+        """Huey's own execute, with the task's id on every log line it causes (its own
+        "Executing …" line included): JSON logs then tie a worker's lines to one task."""
+        with correlation.running_task(task.id):
+            return super().execute(task, timestamp)
 
     def app_context(self):
         """A fresh app context (own database session) of the app running this task."""

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from cardbridge import metrics
 from cardbridge.stripe_billing import BillingCalls
 
 if TYPE_CHECKING:
@@ -71,6 +72,16 @@ def _sdk():
     return stripe
 
 
+def _outcome_of(exc: GatewayError) -> str:
+    """The metric's outcome label for a gateway error (most specific class first)."""
+    for kind, label in ((RateLimited, "rate_limited"), (StripeUnavailable, "unavailable"),
+                        (CardDeclined, "declined"), (NotFound, "not_found"),
+                        (StripeRejected, "rejected")):
+        if isinstance(exc, kind):
+            return label
+    return "error"
+
+
 def _plain(obj: Any) -> dict:
     return obj.to_dict(recursive=True) if hasattr(obj, "to_dict") else dict(obj)
 
@@ -115,12 +126,28 @@ class StripeGateway(BillingCalls):
 
     # -- plumbing ---------------------------------------------------------------------------
     def _call(self, what: str, fn: Callable[[], Any]) -> dict:
+        """One Stripe operation (`what` names it: a fixed string, never an id), counted by
+        outcome and timed, retries and backoff included."""
+        started, outcome = time.perf_counter(), "error"
+        try:
+            result = self._attempts(what, fn)
+            outcome = "ok"
+            return result
+        except GatewayError as exc:
+            outcome = _outcome_of(exc)
+            raise
+        finally:
+            metrics.STRIPE_CALLS.labels(what, outcome).inc()
+            metrics.STRIPE_LATENCY.labels(what).observe(time.perf_counter() - started)
+
+    def _attempts(self, what: str, fn: Callable[[], Any]) -> dict:
         stripe = _sdk()
         attempt = 0
         while True:
             try:
                 return _plain(fn())
             except stripe.RateLimitError as exc:
+                metrics.STRIPE_RATE_LIMITED.labels(what).inc()
                 attempt += 1
                 if attempt > self._rate_limit_retries:
                     log.warning("stripe %s rate limited, giving up after %d tries", what, attempt)

@@ -99,6 +99,9 @@ class Fleet:
             # A connection per gunicorn thread, a few more for a peak: no thread waits on the
             # pool, and 3 workers × 36 stays far under PostgreSQL's 100 connections.
             "DATABASE_POOL_SIZE": str(self.threads), "DATABASE_MAX_OVERFLOW": "4",
+            # /metrics on loopback, one view of gunicorn's workers and the queue workers: they
+            # share one multiprocess directory (gunicorn wipes it when it starts).
+            "METRICS_ENABLED": "true", "PROMETHEUS_MULTIPROC_DIR": str(self.logs / "metrics"),
         }
         redis_url = self.app_redis_url or self.redis_url
         if redis_url:
@@ -136,9 +139,10 @@ class Fleet:
         requests.post(f"{self.stripe_url}/_config/webhooks/fleet", timeout=5, data={
             "url": f"{self.url}/webhooks/stripe", "secret": WEBHOOK_SECRET}).raise_for_status()
         self._spawn("web", [py, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:create_app()"])
+        # The queue workers after gunicorn is up: it wipes the metrics directory they share.
+        self._wait_http(f"{self.url}/healthz", "gunicorn")
         for n in range(self.queue_workers):
             self.start_queue_worker(n)
-        self._wait_http(f"{self.url}/healthz", "gunicorn")
         return self
 
     def start_queue_worker(self, n: int) -> subprocess.Popen:
@@ -214,7 +218,8 @@ def main() -> None:
         fleet.start(say=print)
         print(f"""== cardbridge fleet ==
 app (gunicorn, {fleet.web_workers} workers × {fleet.threads} threads): {fleet.url}
-  health {fleet.url}/healthz · ready {fleet.url}/readyz · console {fleet.url}/support/
+  health {fleet.url}/healthz · ready {fleet.url}/readyz · metrics {fleet.url}/metrics
+  console {fleet.url}/support/
 queue workers: {fleet.queue_workers} × `flask worker`
 database: {fleet.database_url}
 redis: {fleet.redis_url or "(none: the database carries the queue and the limits)"}

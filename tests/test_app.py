@@ -1,4 +1,4 @@
-"""create_app, configuration and /healthz."""
+"""create_app and configuration (the probes: tests/ops/test_probes.py)."""
 
 from __future__ import annotations
 
@@ -7,23 +7,6 @@ import re
 import pytest
 
 from cardbridge.config import TUNING_INTS, ConfigError, load_config
-
-
-def test_healthz_answers_ok_when_the_database_answers(client):
-    response = client.get("/healthz")
-    assert response.status_code == 200
-    assert response.get_json() == {"status": "ok"}
-
-
-def test_healthz_answers_503_when_the_database_really_does_not_answer(make_app):
-    from tests.testlib import free_port
-
-    # A PostgreSQL address where nothing listens: the real driver, a real refused connection.
-    app = make_app(create_schema=False, SQLALCHEMY_DATABASE_URI=(
-        f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nowhere?connect_timeout=2"))
-    response = app.test_client().get("/healthz")
-    assert response.status_code == 503
-    assert response.get_json()["status"] != "ok"
 
 
 def test_production_refuses_to_start_without_secret_key(tmp_path):

@@ -39,7 +39,7 @@ def _gunicorn_env(tmp_path, port: int, **extra) -> dict:
 
 
 def _broken_link_database(env: dict) -> str:
-    """A database with a real link whose table then disappears: the page fails with a 500."""
+    """A database with a real link whose row is then corrupted: the page fails with a 500."""
     app = create_app({"SQLALCHEMY_DATABASE_URI": env["DATABASE_URL"], "TESTING": True,
                       "SECRET_KEY": env["SECRET_KEY"], "LINK_SECRET_KEYS": [env["SECRET_KEY"]],
                       "PUBLIC_BASE_URL": env["PUBLIC_BASE_URL"]})
@@ -50,8 +50,10 @@ def _broken_link_database(env: dict) -> str:
         db.session.flush()
         token = issue_link(customer, created_by="test").token
         db.session.commit()
+        # A value no datetime parser reads: a plain bug's 500, not an unreachable database
+        # (a dropped table is an OperationalError, which now answers 503, blueprints/errors.py).
         with db.engine.begin() as conn:
-            conn.execute(text("DROP TABLE links"))
+            conn.execute(text("UPDATE links SET expires_at = 'not a date'"))
         db.engine.dispose()
     return token
 

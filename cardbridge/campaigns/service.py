@@ -16,6 +16,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from flask import current_app
 from sqlalchemy import and_, distinct, exists, func, insert, or_, select
 
+from cardbridge import metrics
 from cardbridge.campaigns import throttle
 from cardbridge.customers.statuses import sweep_expired_invitations
 from cardbridge.email.emails import LinkRow, OutboxEmail, queue_email
@@ -228,6 +229,7 @@ def launch_wave(status: str = "needs_update", *, created_by: str, limit: int | N
         ids = db.session.execute(
             select(Email.id).where(Email.wave_id == wave.id).order_by(Email.id)).scalars().all()
         deliver_after_commit(db.session(), ids, eta=due if due > now else None)
+        metrics.count_after_commit(db.session(), metrics.EMAILS_QUEUED.labels("link"), len(ids))
     return wave, plan
 
 

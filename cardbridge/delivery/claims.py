@@ -35,6 +35,7 @@ from datetime import datetime, timedelta
 from flask import current_app
 from sqlalchemy import bindparam, delete, insert, or_, select, update
 
+from cardbridge import metrics
 from cardbridge.campaigns import service as campaigns
 from cardbridge.campaigns import throttle
 from cardbridge.email.emails import CustomerRow, LinkRow, OutboxEmail
@@ -148,6 +149,8 @@ def _release(token: str | None, now: datetime, worker: str, through: int | None)
             .values(status="failed", last_error=MAYBE_DELIVERED, claim_token=None,
                     attempts=Email.attempts + 1, updated_at=now)
         )
+        metrics.count_after_commit(db.session(), metrics.EMAILS_FAILED.labels("maybe_delivered"),
+                                   len(maybe))
     if rest:
         db.session.execute(
             update(Email).where(Email.id.in_(rest))

@@ -18,6 +18,7 @@ from email.message import Message
 from flask import current_app
 from sqlalchemy import bindparam, delete, func, select, update
 
+from cardbridge import metrics
 from cardbridge.campaigns import service as campaigns
 from cardbridge.campaigns import throttle
 from cardbridge.customers.statuses import INVITE, event_insert
@@ -239,6 +240,7 @@ def _record(token: str, done: list[tuple[Email, Outcome]], report: Report) -> bo
     report.sent_ids += [email.id for email, _ in sent]
     report.retrying += sum(1 for row in rows if row["e_status"] == "queued")
     report.failed += sum(1 for row in rows if row["e_status"] == "failed")
+    _count_outcomes(done, rows)
     if matched != len(rows):
         return False
     if sent:
@@ -273,6 +275,21 @@ def _requeue_rest(held: Claim, index: int, now: datetime, error: str, report: Re
         .execution_options(synchronize_session=False)
     )
     report.retrying += len(rest)
+    metrics.count_after_commit(db.session(), metrics.EMAILS_DEFERRED, len(rest))
+
+
+def _count_outcomes(done: list[tuple[Email, Outcome]], rows: list[dict]) -> None:
+    """sent / deferred (back in the queue) / failed or bounced, once the group commits."""
+    session = db.session()
+    for (_, outcome), row in zip(done, rows, strict=True):
+        if row["e_status"] == "sent":
+            child = metrics.EMAILS_SENT
+        elif row["e_status"] == "queued":
+            child = metrics.EMAILS_DEFERRED
+        else:
+            child = metrics.EMAILS_FAILED.labels(
+                "bounced" if outcome.status == "bounced" else "failed")
+        metrics.count_after_commit(session, child)
 
 
 

@@ -17,6 +17,7 @@ from sqlalchemy import exists, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 
+from cardbridge import metrics
 from cardbridge.email.mailer import Language, language, pick_locale, render
 from cardbridge.email.pending import deliver_after_commit
 from cardbridge.extensions import db
@@ -60,6 +61,7 @@ def queue_email(customer: Customer, kind: str, *, link_id: int | None = None,
     except IntegrityError:
         return None  # the same reminder step or confirmation was queued by someone else
     if email.status == "queued":
+        metrics.count_after_commit(db.session(), metrics.EMAILS_QUEUED.labels(kind))
         deliver_after_commit(db.session(), [email.id], eta=at if at and at > now else None,
                              urgent=not throttled)
     return email

@@ -18,7 +18,7 @@ from pathlib import Path
 from flask import current_app
 from sqlalchemy import select
 
-from cardbridge import csv_safe
+from cardbridge import csv_safe, metrics
 from cardbridge.bulk import batch_plans, roomy_sqlite_cache
 from cardbridge.extensions import db
 from cardbridge.imports.files import ImportFileError, open_source
@@ -83,11 +83,19 @@ class FileImportFailed(ImportFileError):
         self.run, self.problems = run, problems
 
 
+def _count_run(kind: str, rows: int, not_applied: int) -> None:
+    session = db.session()
+    metrics.count_after_commit(session, metrics.IMPORT_RUNS.labels(kind, "succeeded"))
+    metrics.count_after_commit(session, metrics.IMPORT_ROWS.labels(kind), rows)
+    metrics.count_after_commit(session, metrics.IMPORT_PROBLEMS.labels(kind), not_applied)
+
+
 def failed_run(exc: ImportFileError) -> ImportRun | None:
     """An ImportRun recording a failed attempt: add it after the rollback, then commit."""
     run, problems = getattr(exc, "run", None), getattr(exc, "problems", None)
     if run is None or problems is None:
         return None  # the file could not even be opened: there is nothing to name
+    metrics.count_after_commit(db.session(), metrics.IMPORT_RUNS.labels(run.kind, "failed"))
     return ImportRun(
         kind=run.kind, file_name=run.file_name, sha256=run.sha256, size_bytes=run.size_bytes,
         format=run.format, status="failed", strict=run.strict, started_at=run.started_at,
@@ -190,6 +198,7 @@ def run_import(kind: str, source, *, name: str | None, strict: bool,
                            f"({earlier.finished_at:%Y-%m-%d %H:%M} UTC); nothing changed")
             db.session.add(run)
             db.session.flush()
+            metrics.count_after_commit(db.session(), metrics.IMPORT_RUNS.labels(kind, "skipped"))
             return ImportResult.of(run, counts={}, identical_to=earlier.id,
                                    seconds=time.perf_counter() - clock)
         directory = Path(report_dir or Path(current_app.instance_path) / "import-reports")
@@ -213,6 +222,7 @@ def run_import(kind: str, source, *, name: str | None, strict: bool,
         db.session.add(run)
         db.session.flush()
         db.session.expire_all()  # rows changed underneath any loaded Customer objects
+        _count_run(kind, counts.get("rows", 0), problems.count)
         # Counts and ids only: row contents (emails, card details) never reach the log.
         log.info("import run %s: %s %s (%s) %s", run.id, kind, run.file_name, run.format,
                  run.counts)

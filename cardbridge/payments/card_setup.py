@@ -7,6 +7,7 @@ import logging
 
 from flask import current_app
 
+from cardbridge import metrics
 from cardbridge.extensions import db
 from cardbridge.models import Customer, CustomerEvent, Link
 from cardbridge.payments.recording import (
@@ -17,7 +18,7 @@ from cardbridge.payments.recording import (
     link_named_by,
     record_setup,
 )
-from cardbridge.stripe_gateway import NotFound, StripeGateway
+from cardbridge.stripe_gateway import CardDeclined, NotFound, StripeGateway
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ def open_setup_intent(link: Link, gateway: StripeGateway) -> dict:
             CustomerEvent(customer_id=link.customer_id, link_id=link.id, kind="setup_started",
                           details={"setup_intent": created["id"]})
         )
+        metrics.count_after_commit(db.session(), metrics.SETUPS_STARTED.labels("setup_intent"))
     return created
 
 
@@ -85,6 +87,7 @@ def open_checkout_session(link: Link, gateway: StripeGateway) -> dict:
             CustomerEvent(customer_id=link.customer_id, link_id=link.id, kind="setup_started",
                           details={"checkout_session": created["id"]})
         )
+        metrics.count_after_commit(db.session(), metrics.SETUPS_STARTED.labels("checkout"))
     return created
 
 
@@ -101,7 +104,12 @@ def finish_setup_intent(
     named = link_named_by(setup_intent.get("metadata"))
     if named is None or (link is not None and named.id != link.id):
         raise SetupNotOurs("setup intent names no link of ours")
-    return record_setup(named, setup_intent, via=via, gateway=gateway)
+    try:
+        return record_setup(named, setup_intent, via=via, gateway=gateway)
+    except CardDeclined:
+        # Attaching the card or making it the default can still be refused by the bank.
+        metrics.SETUPS_FAILED.labels(via, "declined").inc()
+        raise
 
 
 def finish_checkout_session(session_id: str, gateway: StripeGateway, *, via: str) -> Recorded:

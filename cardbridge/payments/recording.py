@@ -15,6 +15,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from cardbridge import metrics
 from cardbridge.email.emails import queue_confirmation_email
 from cardbridge.extensions import db
 from cardbridge.links import service as link_service
@@ -173,6 +174,7 @@ def record_setup(
     # with it by the worker's minute pump (invoices_settled_at is still empty), never while a
     # request or a test holds this transaction.
     planner.plan_customer(customer, now)
+    metrics.count_after_commit(db.session(), metrics.SETUPS_SUCCEEDED.labels(via))
     log.info("card recorded customer=%s link=%s via=%s subscriptions=%d",
              customer.legacy_id, link.public_id, via, changed)
     return Recorded(row, created=True)

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from cardbridge import metrics
 from cardbridge.extensions import db
 from cardbridge.models import CustomerEvent, StripeEvent
 from cardbridge.models.types import utcnow
@@ -57,6 +58,8 @@ def _setup_failed(event: dict, gateway: StripeGateway) -> str:
                      "decline_code": error.get("decline_code")},
         )
     )
+    metrics.count_after_commit(db.session(),
+                               metrics.SETUPS_FAILED.labels("webhook", "setup_failed"))
     return "failure_recorded"
 
 

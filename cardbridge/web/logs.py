@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 
 from flask import Flask, g, has_request_context, request
 
+from cardbridge import correlation
+
 # Anything that looks like a customer link token, a client secret, a key or an API token.
 _SECRET_PATTERNS = [
     (re.compile(r"(/u/)[A-Za-z0-9_\-\.]{16,}"), r"\1[redacted]"),
@@ -57,6 +59,9 @@ class JsonFormatter(logging.Formatter):
         if has_request_context():
             entry["request_id"] = g.get("request_id")
             entry["endpoint"] = request.endpoint
+        task_id = correlation.current_task_id()
+        if task_id:
+            entry["task_id"] = task_id
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
         if record.stack_info:
