@@ -158,6 +158,11 @@ def load_config(instance_path: str | os.PathLike, env: dict | None = None) -> di
         "STAFF_REQUIRE_2FA": _bool(env.get("STAFF_REQUIRE_2FA"), default=production),
         "FRESH_LINK_RATE_LIMIT": env.get("FRESH_LINK_RATE_LIMIT", "5 per hour"),
         "RATELIMIT_STORAGE_URI": env.get("REDIS_URL") or "memory://",
+        # Redis down: every limit goes on being enforced, in each process's memory (Flask-
+        # Limiter's own fallback), rather than failing the request or letting everything
+        # through; back on Redis when it answers again (docs/deployment.md, "Redis cut").
+        "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
+        "RATELIMIT_STORAGE_OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
         "RATELIMIT_HEADERS_ENABLED": True,
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
