@@ -79,9 +79,11 @@ def test_a_queue_worker_killed_mid_batch_loses_nothing_and_sends_nothing_twice(f
         time.sleep(0.5)
     counts = Counter(sink.recipients())
     assert set(counts.values()) == {1}, "someone got the same email twice"
-    assert now["sent"] + now.get("failed", 0) == 300 and now["sent"] == len(counts)
-    # Only what was on the wire when the worker died is given up (it may have arrived).
-    assert now.get("failed", 0) <= 4
+    failed = now.get("failed", 0)
+    assert now["sent"] + failed == 300
+    # Only what was on the wire when the worker died is given up, marked "may have been
+    # delivered" (it may have arrived: never sent again, so never twice).
+    assert failed <= 4 and now["sent"] <= len(counts) <= now["sent"] + failed
 
 
 def test_a_gunicorn_worker_killed_mid_request_is_replaced_and_each_customer_records_once(
