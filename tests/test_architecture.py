@@ -24,6 +24,7 @@ LAYERS: list[set[str]] = [
     {"subscriptions"},
     {"payments"},
     {"campaigns"},
+    {"closeout"},
     {"delivery"},
     {"cli"},
 ]

@@ -13,6 +13,7 @@ import click
 from sqlalchemy.exc import SQLAlchemyError
 from tqdm import tqdm
 
+from cardbridge.closeout import report as final_report
 from cardbridge.customers import reporting
 from cardbridge.extensions import db
 from cardbridge.imports import service as imports
@@ -134,6 +135,18 @@ def import_mapping(path: Path, strict: bool) -> None:
     ])
 
 
+def write_final(path: str, as_json: bool) -> None:
+    reporting.refresh_statuses()
+    db.session.commit()  # statuses up to date first, as the plain report does
+    figures = final_report.gather()
+    body = json.dumps(figures, indent=2) if as_json else final_report.render_html(figures)
+    Path(path).write_text(body, encoding="utf-8")
+    c = figures["customers"]["by_status"]
+    click.echo(f"final report written to {path} ({len(body.encode()):,} bytes): "
+               f"{figures['customers']['total']:,} customers, {c['ready']:,} ready, "
+               f"{c['updated']:,} updated, {c['needs_update'] + c['invited']:,} without a card")
+
+
 def echo_burn_down(series: dict, today, cutover: str) -> None:
     """Revenue at risk (waiting for a card or in review), now and a week and a month ago."""
     for cur, points in series.items():
@@ -147,8 +160,13 @@ def echo_burn_down(series: dict, today, cutover: str) -> None:
 
 @click.command("report")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def report(as_json: bool) -> None:
+@click.option("--final", "final", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write the final report of the whole migration to this file (HTML; the "
+                   "same figures as JSON with --json).")
+def report(as_json: bool, final: str | None) -> None:
     """Migration status: customers per status, and why customers still need a card."""
+    if final:
+        return write_final(final, as_json)
     data = reporting.status_report()
     db.session.commit()  # the report first brings statuses up to date
     today = utcnow().date()
