@@ -65,10 +65,18 @@ def find_same_card(customer: Customer, fingerprint: str | None, *, new_pm_id: st
 
 
 def already_default(gateway: StripeGateway, customer_id: str, same: SameCard | None) -> bool:
-    """True when Stripe already bills this customer from the same card: no default to change.
-    A default set elsewhere, or none (a migration that left `default_source` only), is not
-    trusted: the new card becomes the default as for any card."""
-    return same is not None and gateway.customer_default(customer_id) == same.stripe_id
+    """True when Stripe already bills this customer from the same card: the customer's default
+    is that card and no billable subscription pins another. Otherwise (a default set elsewhere,
+    none at all as after a migration that left only `default_source`) the new card becomes the
+    default as for any card: skipping it would leave Stripe billing from something else."""
+    if same is None or gateway.customer_default(customer_id) != same.stripe_id:
+        return False
+    for sub in gateway.billable_subscriptions(customer_id):
+        pinned = sub.get("default_payment_method")
+        pinned = pinned.get("id") if isinstance(pinned, dict) else pinned
+        if pinned not in (None, same.stripe_id):
+            return False
+    return True
 
 
 # -- payment_method.automatically_updated --------------------------------------------------

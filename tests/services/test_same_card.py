@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import func, select
-from stripe_helpers import confirm_setup_intent, ls
+from stripe_helpers import active_subscription, confirm_setup_intent, ls, subscription
 from stripe_helpers import customer as stripe_customer
 
 from cardbridge.extensions import db
@@ -248,3 +248,15 @@ def test_an_update_for_a_card_that_is_not_ours_changes_nothing(env):
                        exp_year=2032) == "not_ours"
     assert db.session.execute(select(func.count(CustomerEvent.id)).where(
         CustomerEvent.kind == "card_auto_updated")).scalar() == 0
+
+
+def test_same_card_while_a_subscription_pins_another_card_changes_the_defaults(env):
+    """Stripe would still bill that subscription from the other card: the change is needed."""
+    sub = active_subscription(env["url"], env["customer"].stripe_customer_id)  # pins a card
+    migrated = migrate(env, card_pm(env["url"], OTHER_NUMBER)["id"])
+    recorded, _ = save(env, card_pm(env["url"], OTHER_NUMBER)["id"])
+    pm_id = recorded.payment_method.stripe_payment_method_id
+    assert recorded.payment_method.same_card_of == migrated.stripe_id
+    assert env["calls"] == {"customer": 1, "subscription": 1}
+    assert subscription(env["url"], sub["id"])["default_payment_method"] == pm_id
+    assert confirmations(env["customer"].id) == 0
