@@ -210,6 +210,13 @@ class StripeGateway(BillingCalls):
             ),
         )
 
+    def customer_default(self, customer_id: str) -> str | None:
+        """The customer's `invoice_settings.default_payment_method` id, or None."""
+        obj = self._call("customer.retrieve",
+                         lambda: self._client.v1.customers.retrieve(customer_id))
+        found = (obj.get("invoice_settings") or {}).get("default_payment_method")
+        return found.get("id") if isinstance(found, dict) else found
+
     def set_customer_default(self, customer_id: str, pm_id: str) -> None:
         self._call(
             "customer.update",

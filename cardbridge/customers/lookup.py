@@ -104,6 +104,23 @@ class CustomerFile:
     def live_links(self) -> int:
         return sum(1 for row in self.links if row.state == "live")
 
+    @property
+    def same_card_labels(self) -> dict[int, str]:
+        """Saved card id → "same card as the migrated one" / "… as one saved on <date>"."""
+        return {pm.id: text for pm in self.payment_methods
+                if (text := same_card_label(pm, self.payment_methods))}
+
+
+def same_card_label(pm: SavedPaymentMethod, saved: list[SavedPaymentMethod]) -> str | None:
+    """What the console says about a saved card that was a card already on file."""
+    if pm.same_card_as == "migrated":
+        return "same card as the migrated one"
+    if pm.same_card_as == "saved":
+        first = next((p for p in saved if p.stripe_payment_method_id == pm.same_card_of), None)
+        return ("same card as one saved on " + first.created_at.strftime("%Y-%m-%d")
+                if first else "same card as one saved before")
+    return None
+
 
 def email_history(customer: Customer, limit: int = 50) -> list:
     """Emails to this customer from the outbox, newest first."""

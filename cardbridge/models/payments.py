@@ -30,6 +30,11 @@ class SavedPaymentMethod(db.Model):
     fingerprint: Mapped[str | None] = mapped_column(String(64))
     recorded_via: Mapped[str] = mapped_column(String(20))  # browser | webhook | return | cli
     subscriptions_updated: Mapped[int] = mapped_column(default=0)
+    # The same card (equal fingerprint) was already on file: "migrated" (a usable card Stripe
+    # migrated) or "saved" (saved here before); None for a new card. `same_card_of` is that
+    # card's Stripe id. Recording it changed no default and sent no confirmation email.
+    same_card_as: Mapped[str | None] = mapped_column(String(10))
+    same_card_of: Mapped[str | None] = mapped_column(String(255))
     # When the open invoices of the customer's subscriptions were paid with this card (or
     # found none): None means the follow-up is still to do (the worker's pump finds it).
     invoices_settled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -21,6 +21,7 @@ from cardbridge.extensions import db
 from cardbridge.links import service as link_service
 from cardbridge.models import Customer, CustomerEvent, Link, SavedPaymentMethod
 from cardbridge.models.types import utcnow
+from cardbridge.payments import same_card
 from cardbridge.stripe_gateway import StripeGateway
 from cardbridge.subscriptions import planner
 
@@ -96,6 +97,15 @@ def _make_default_everywhere(gateway: StripeGateway, customer_id: str, pm_id: st
     return changed
 
 
+def _defaults_for(gateway: StripeGateway, customer_id: str, pm_id: str,
+                  same: same_card.SameCard | None) -> tuple[int, bool]:
+    """(subscriptions changed, whether the default changed): none for the same card as
+    Stripe's default already, else the new card everywhere."""
+    if same_card.already_default(gateway, customer_id, same):
+        return 0, False
+    return _make_default_everywhere(gateway, customer_id, pm_id), True
+
+
 def record_setup(
     link: Link,
     setup_intent: dict,
@@ -131,9 +141,10 @@ def record_setup(
     elif owner != customer.stripe_customer_id:
         raise SetupNotOurs("payment method belongs to another customer")
 
-    changed = _make_default_everywhere(gateway, customer.stripe_customer_id, pm_id)
-
     card = pm.get("card") or {}
+    # The same card as one on file and already Stripe's default: nothing to change on Stripe.
+    same = same_card.find_same_card(customer, card.get("fingerprint"), new_pm_id=pm_id, now=now)
+    changed, default_changed = _defaults_for(gateway, customer.stripe_customer_id, pm_id, same)
     row = SavedPaymentMethod(
         customer_id=customer.id,
         link_id=link.id,
@@ -146,6 +157,8 @@ def record_setup(
         fingerprint=card.get("fingerprint"),
         recorded_via=via,
         subscriptions_updated=changed,
+        same_card_as=same.kind if same else None,
+        same_card_of=same.stripe_id if same else None,
         created_at=now,
     )
     try:
@@ -160,21 +173,25 @@ def record_setup(
         return Recorded(found, created=False)
 
     link_service.consume(link, now=now)
+    # The customer did what the link asked (even with the card we had): `updated`, link used.
     customer.status = "updated"
+    details = {"via": via, "brand": row.brand, "last4": row.last4,
+               "subscriptions_updated": changed}
+    if same is not None:
+        details.update(same_card=same.kind, default_changed=default_changed)
     db.session.add(
-        CustomerEvent(
-            customer_id=customer.id, link_id=link.id, kind="updated", at=now,
-            details={"via": via, "brand": row.brand, "last4": row.last4,
-                     "subscriptions_updated": changed},
-        )
+        CustomerEvent(customer_id=customer.id, link_id=link.id, kind="updated", at=now,
+                      details=details)
     )
-    # The confirmation email goes out after the caller's commit (queued once per saved card).
-    queue_confirmation_email(customer.id, row.id)
+    # The confirmation email goes out after the caller's commit (queued once per saved card);
+    # the same card again is nothing new to confirm.
+    if same is None:
+        queue_confirmation_email(customer.id, row.id)
     # Their subscriptions that waited for a card are planned now; their open invoices are paid
     # with it by the worker's minute pump (invoices_settled_at is still empty), never while a
     # request or a test holds this transaction.
     planner.plan_customer(customer, now)
     metrics.count_after_commit(db.session(), metrics.SETUPS_SUCCEEDED.labels(via))
-    log.info("card recorded customer=%s link=%s via=%s subscriptions=%d",
-             customer.legacy_id, link.public_id, via, changed)
+    log.info("card recorded customer=%s link=%s via=%s subscriptions=%d same_card=%s",
+             customer.legacy_id, link.public_id, via, changed, same.kind if same else "no")
     return Recorded(row, created=True)

@@ -18,7 +18,7 @@ from cardbridge import metrics
 from cardbridge.extensions import db
 from cardbridge.models import CustomerEvent, StripeEvent
 from cardbridge.models.types import utcnow
-from cardbridge.payments import card_setup
+from cardbridge.payments import card_setup, same_card
 from cardbridge.payments.recording import SetupNotFinished, SetupNotOurs, link_named_by
 from cardbridge.stripe_gateway import NotFound, StripeGateway, StripeRejected
 from cardbridge.subscriptions import events as subscription_events
@@ -63,10 +63,16 @@ def _setup_failed(event: dict, gateway: StripeGateway) -> str:
     return "failure_recorded"
 
 
+def _card_auto_updated(event: dict, gateway: StripeGateway) -> str:
+    # Stripe's card updater changed a card in place; the handler re-reads it from Stripe.
+    return same_card.card_auto_updated(_object_id(event) or "", gateway)
+
+
 HANDLERS = {
     "setup_intent.succeeded": _setup_succeeded,
     "checkout.session.completed": _checkout_completed,
     "setup_intent.setup_failed": _setup_failed,
+    "payment_method.automatically_updated": _card_auto_updated,
     # The ledger of subscriptions moved to Stripe (these handlers need no Stripe call).
     **{name: (lambda event, _gateway, move=move: move(event))
        for name, move in subscription_events.HANDLERS.items()},

@@ -15,6 +15,9 @@ before it starts:
   schedules and invoices, listed by `GET /v1/events` and delivered signed to the endpoints
   registered at `/_config/webhooks/{id}`, each remembering whether delivery succeeded
   (`events.py`);
+- Stripe's card account updater on demand, `POST /_config/card_updater/{pm id}` (not a Stripe
+  API: none exists), which changes a card in place and sends
+  `payment_method.automatically_updated` (`card_updater.py`);
 - `--latency-ms M` and `--rate-limit N` (`limits.py`);
 - strictness on every route the app uses (`STRICT`): parameters checked against stripe-python's
   generated `stripe.params` TypedDict for the endpoint, refused as Stripe refuses (`strict.py`).
@@ -34,7 +37,14 @@ from stripe.params import (
     SubscriptionUpdateParams,
 )
 
-from devtools.fake_billing import catalog, clocks, events, invoicing, subscriptions
+from devtools.fake_billing import (
+    card_updater,
+    catalog,
+    clocks,
+    events,
+    invoicing,
+    subscriptions,
+)
 from devtools.fake_billing.limits import latency_middleware, rate_limit_middleware
 from devtools.fake_billing.store import PRICES, SCHEDULES
 from devtools.fake_billing.strict import STRICT, check, check_object, strict_middleware
@@ -79,6 +89,7 @@ def install(app: web.Application, *, latency_ms: int = 0, rate_limit: int = 0) -
     for method, path, handler, typed in ADDED_ROUTES:
         app.router.add_route(method, path, handler)
         STRICT[(method, path)] = typed
+    app.router.add_route(*card_updater.ROUTE)  # outside /v1: no Stripe params type to check
     for method, path, _, typed in LOCALSTRIPE_ROUTES:
         STRICT[(method, path)] = typed
     clocks.accept_test_clock_on_customers()
