@@ -25,6 +25,7 @@ LAYERS: list[set[str]] = [
     {"payments"},
     {"campaigns"},
     {"delivery"},
+    {"retention"},
     {"cli"},
 ]
 # The request side of the app (headers and CSP, log redaction): the one package that may read
