@@ -6,6 +6,7 @@ import sys
 
 import click
 from flask import current_app
+from flask.cli import with_appcontext
 
 from cardbridge.extensions import db
 from cardbridge.retention import purge as purging
@@ -18,6 +19,7 @@ from cardbridge.retention import purge as purging
               show_default=True, help="Customers per transaction.")
 @click.option("--max-batches", type=click.IntRange(1), default=None,
               help="Stop after this many batches; run again to continue.")
+@with_appcontext
 def purge_command(dry_run: bool, batch_size: int, max_batches: int | None) -> None:
     """After CUTOVER_DATE + RETENTION_DAYS, remove names, emails, card details, email contents
     and IPs; keep counts, statuses, Stripe ids and the audit trail. Resumable; safe to repeat."""

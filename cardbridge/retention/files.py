@@ -34,6 +34,10 @@ def remove(path: str | Path, dry_run: bool) -> int:
     return 1
 
 
+def in_instance(path: str | Path, folder: str) -> bool:
+    return Path(path).resolve().parent == (_instance() / folder).resolve()
+
+
 def _job_is_live(path: Path) -> bool:
     try:
         return json.loads(path.read_text()).get("state") in LIVE_JOB_STATES

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 from flask import current_app
-from sqlalchemy import and_, case, func, select, update
+from sqlalchemy import and_, case, cast, func, null, select, update
 from sqlalchemy.sql.sqltypes import String
 
 from cardbridge.extensions import db
@@ -187,6 +187,7 @@ def _filled(column):
 
 def _purge_customers(ids: list[int], dry_run: bool) -> Counter:
     counts: Counter = Counter()
+    _names_in_audit_reasons(ids, dry_run, counts)
     for model, names in CUSTOMER_COLUMNS.items():
         owner = model.id if model is Customer else model.customer_id
         columns = [getattr(model, n) for n in names]
@@ -215,6 +216,21 @@ def _purge_customers(ids: list[int], dry_run: bool) -> Counter:
             db.session.execute(update(CustomerEvent).where(CustomerEvent.id == eid)
                                .values(details=details))
     return counts
+
+
+def _names_in_audit_reasons(ids: list[int], dry_run: bool, counts: Counter) -> None:
+    """A reason typed about a customer (the row targets their legacy id) may name them."""
+    names = {legacy: name for legacy, name in db.session.execute(
+        select(Customer.legacy_id, Customer.name).where(Customer.id.in_(ids))) if name}
+    if not names:
+        return
+    for event in db.session.execute(select(AuditEvent).where(
+            AuditEvent.target.in_(names), AuditEvent.reason.isnot(None))).scalars():
+        name = names[event.target]
+        if len(name) >= 3 and name.lower() in event.reason.lower():
+            counts["audit_events.reason"] += 1
+            if not dry_run:
+                event.reason = re.sub(re.escape(name), REMOVED, event.reason, flags=re.I)
 
 
 def scrub(value, keep: frozenset[str] = frozenset()):
@@ -249,11 +265,14 @@ def _purge_run_wide(dry_run: bool) -> Counter:
         for bounce in bounces:
             bounce.address, bounce.reason = f"removed-{bounce.id}", None
 
-    payloads = (StripeEvent.payload.isnot(None), StripeEvent.processed_at.isnot(None))
+    # Processed events keep type, object id and outcome; their payload (billing details: a
+    # name, an address, a card's last 4) goes. A JSON null is already empty.
+    payloads = (StripeEvent.processed_at.isnot(None),
+                func.coalesce(cast(StripeEvent.payload, String), "null") != "null")
     counts["stripe_events.payload"] += db.session.execute(
         select(func.count()).where(*payloads)).scalar_one()
     if not dry_run:
-        db.session.execute(update(StripeEvent).where(*payloads).values(payload=None))
+        db.session.execute(update(StripeEvent).where(*payloads).values(payload=null()))
 
     for run in db.session.execute(select(ImportRun)).scalars():
         errors = [] if run.errors else run.errors
@@ -264,7 +283,9 @@ def _purge_run_wide(dry_run: bool) -> Counter:
             counts["import_runs.message"] += 1
         if run.report_path:
             counts["import_runs.report_path"] += 1
-            counts["files.import_reports"] += files.remove(run.report_path, dry_run)
+            # One under instance/import-reports/ is counted with that folder (files.py).
+            if not files.in_instance(run.report_path, "import-reports"):
+                counts["files.import_reports"] += files.remove(run.report_path, dry_run)
         if not dry_run:
             run.errors, run.message, run.report_path = errors, message, None
     return counts
