@@ -229,3 +229,27 @@ def test_link_page_after_purge_is_expired_with_no_fresh_link_offer(app, seeded, 
     assert "This link has expired" in html
     assert "fresh-form" not in html and "Email me a fresh link" not in html
     assert NAME not in html and LAST4S[0] not in html
+
+
+def test_after_purge_no_fresh_link_and_no_email_can_be_queued(app, seeded, runner):
+    from cardbridge.email.emails import queue_email
+    from cardbridge.links.fresh import send_fresh_link
+    from cardbridge.links.service import public_id_of
+
+    assert runner.invoke(args=["purge"]).exit_code == 0
+    with app.app_context():
+        assert send_fresh_link(EMAIL, public_id_of(seeded["token"])) == 0
+        assert send_fresh_link("", None) == 0
+        customer = db.session.get(Customer, seeded["customer_id"])
+        email = queue_email(customer, "link")
+        assert email.status == "cancelled" and email.to_address == ""
+
+
+def test_waves_skip_purged_customers(app, seeded, runner):
+    from cardbridge.campaigns.service import plan_wave
+
+    with app.app_context():
+        assert plan_wave("needs_update").customer_ids  # one other has an email pending
+    assert runner.invoke(args=["purge"]).exit_code == 0
+    with app.app_context():
+        assert plan_wave("needs_update").customer_ids == []
