@@ -112,6 +112,10 @@ def load_config(instance_path: str | os.PathLike, env: dict | None = None) -> di
         raise ConfigError(f"CARD_FORM must be one of {', '.join(CARD_FORMS)}, got {card_form!r}")
     stripe_secret, stripe_publishable = _stripe_keys(env, production)
 
+    retention_days = _int(env, "RETENTION_DAYS", 90)
+    if retention_days < 0:
+        raise ConfigError("RETENTION_DAYS must be 0 or more")
+
     max_age_days = _int(env, "LINK_MAX_AGE_DAYS", 14)
     if max_age_days < 1:
         raise ConfigError("LINK_MAX_AGE_DAYS must be at least 1")
@@ -141,6 +145,8 @@ def load_config(instance_path: str | os.PathLike, env: dict | None = None) -> di
         "CARD_FORM": card_form,
         "LINK_MAX_AGE_DAYS": max_age_days,
         "CUTOVER_DATE": _date(env, "CUTOVER_DATE"),
+        # `flask purge` may run this many days after CUTOVER_DATE, not before.
+        "RETENTION_DAYS": retention_days,
         "MAIL_SERVER": env.get("MAIL_SERVER") or None,
         "MAIL_PORT": _int(env, "MAIL_PORT", 25),
         "MAIL_USE_TLS": _bool(env.get("MAIL_USE_TLS")),

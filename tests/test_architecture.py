@@ -26,6 +26,7 @@ LAYERS: list[set[str]] = [
     {"campaigns"},
     {"closeout"},
     {"delivery"},
+    {"retention"},
     {"cli"},
 ]
 # The request side of the app (headers and CSP, log redaction): the one package that may read

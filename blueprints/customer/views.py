@@ -57,6 +57,10 @@ def gateway():
 def invalid_link_page(err: LinkError, token: str = ""):
     if err.locale:
         choose(err.locale)
+    if err.link is not None and err.link.customer.purged_at is not None:
+        # `flask purge` ran: the link is over whatever its state, and no address is left to
+        # email a fresh one to, so the page does not offer it.
+        return render("customer/invalid.html", reason="expired", token="", no_address=True), 410
     return (
         render("customer/invalid.html", reason=err.reason, token=token),
         INVALID_STATUS.get(err.reason, 404),

@@ -183,7 +183,7 @@ def plan_wave(status: str = "needs_update", *, limit: int | None = None,
         select(func.count()).where(Customer.status == status)
     ).scalar_one()
     eligible_q = select(Customer.id).where(
-        Customer.status == status, ~_pending_or_emailed_live(now),
+        Customer.status == status, Customer.purged_at.is_(None), ~_pending_or_emailed_live(now),
         ~exists().where(Bounce.address == Customer.email),
     )
     eligible = db.session.execute(
@@ -267,8 +267,8 @@ def plan_reminders(now: datetime | None = None) -> int:
     anchors = db.session.execute(
         select(Email).join(latest, latest.c.anchor_id == Email.id)
         .join(Customer, Customer.id == Email.customer_id)
-        .where(Customer.status.in_(NEEDS_CARD), ~exists().where(Bounce.address == Customer.email),
-               could_be_due)
+        .where(Customer.status.in_(NEEDS_CARD), Customer.purged_at.is_(None),
+               ~exists().where(Bounce.address == Customer.email), could_be_due)
     ).scalars().all()
     queued = 0
     for anchor in anchors:

@@ -10,6 +10,7 @@ from cardbridge.cli.campaigns import bounce_cli, campaign_cli, worker
 from cardbridge.cli.imports import export, import_customers, import_mapping, report
 from cardbridge.cli.links import demo, links_cli
 from cardbridge.cli.payment_page import check_payment_page
+from cardbridge.cli.purge import purge_command
 from cardbridge.cli.staff import api_token_cli, staff_cli
 from cardbridge.cli.stripe_sync import stripe_cli
 from cardbridge.cli.subscriptions import prices_cli, subscriptions_cli
@@ -33,3 +34,4 @@ def register(app: Flask) -> None:
     app.cli.add_command(prices_cli)
     app.cli.add_command(subscriptions_cli)
     app.cli.add_command(stripe_cli)
+    app.cli.add_command(purge_command)

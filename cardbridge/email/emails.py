@@ -52,7 +52,9 @@ def queue_email(customer: Customer, kind: str, *, link_id: int | None = None,
                   link_id=link_id, wave_id=wave_id, series_id=series_id, step=step,
                   payment_method_id=payment_method_id, throttled=throttled,
                   dedupe_key=dedupe_key, created_at=now, next_attempt_at=at or now)
-    if is_bounced(customer.email):
+    if customer.purged_at is not None or not customer.email:
+        email.status, email.last_error = "cancelled", "no address: personal data purged"
+    elif is_bounced(customer.email):
         email.status, email.last_error = "cancelled", "address bounced"
     try:
         with db.session.begin_nested():

@@ -28,10 +28,12 @@ NEEDS_CARD = ("needs_update", "invited")
 def _recipients(email: str, public_id: str | None) -> list[Customer]:
     if public_id:
         link = find_link(public_id)
-        if link is not None and link.customer.email == email:
+        if (link is not None and link.customer.purged_at is None
+                and link.customer.email == email):
             return [link.customer] if link.customer.status in NEEDS_CARD else []
     return list(db.session.execute(
-        select(Customer).where(Customer.email == email, Customer.status.in_(NEEDS_CARD))
+        select(Customer).where(Customer.email == email, Customer.status.in_(NEEDS_CARD),
+                               Customer.purged_at.is_(None))
     ).scalars())
 
 

@@ -179,11 +179,13 @@ def load_link(token: str, *, now: datetime | None = None, allow_spent: bool = Fa
     public_id, problem = _verify(token)
     link = _find(public_id)
     if problem:
-        if allow_spent and link is not None:
+        if allow_spent and link is not None and link.customer.purged_at is None:
             return link
         raise LinkError(problem, link)
     if link is None:
         raise LinkError("tampered")
+    if link.customer.purged_at is not None:
+        raise LinkError("expired", link)  # nothing personal is left to show or to save for
     state = link.state(now)
     if state != "live" and not allow_spent:
         raise LinkError(state, link)

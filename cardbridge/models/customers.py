@@ -44,6 +44,9 @@ class Customer(db.Model):
     card_exp_year: Mapped[int | None]
     # When a Stripe mapping file first named this customer (None: "not in mapping").
     mapped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When `flask purge` removed this customer's personal data (name, email, card details):
+    # the row stays for its counts, status and ids; links to it answer as expired.
+    purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

@@ -44,6 +44,7 @@ ACTIONS = (
     "subscription.legacy_cancel_confirmed",
     "subscription.held",
     "stripe.replay",
+    "purge",
 )
 
 
