@@ -75,8 +75,10 @@ def _cards() -> dict:
                                   .group_by(SavedPaymentMethod.recorded_via)).all())
     ready = db.session.execute(select(func.count()).select_from(Customer)
                                .where(Customer.status == "ready")).scalar_one()
+    same = db.session.execute(select(func.count(distinct(SavedPaymentMethod.customer_id)))
+                              .where(SavedPaymentMethod.same_card_as == "migrated")).scalar_one()
     return {"migrated_by_stripe_usable": ready, "saved_through_cardbridge": saved,
-            "saved_by_path": via}
+            "saved_by_path": via, "same_card_as_migrated": same}
 
 
 def _audit_summary(prefix: str) -> dict:
