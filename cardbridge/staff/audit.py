@@ -44,6 +44,9 @@ ACTIONS = (
     "subscription.legacy_cancel_confirmed",
     "subscription.held",
     "stripe.replay",
+    "drift.scan",
+    "drift.fixed",
+    "drift.accepted",
 )
 
 
