@@ -209,7 +209,7 @@ def record(customer: Customer, diffs: list[Difference], scan: DriftScan,
         finding = existing.pop((diff.kind, diff.object_id), None)
         if finding is None:
             finding = DriftFinding(customer_id=customer.id, kind=diff.kind,
-                                   object_id=diff.object_id, first_seen_at=now)
+                                   object_id=diff.object_id, status="open", first_seen_at=now)
             db.session.add(finding)
         elif finding.status != "open" and not (
                 finding.status == "accepted" and finding.theirs == diff.theirs):
