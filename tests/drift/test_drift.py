@@ -22,7 +22,6 @@ from cardbridge.models import (
     DriftFinding,
     DriftScan,
     LegacySubscription,
-    SavedPaymentMethod,
 )
 from cardbridge.payments import card_setup, drift
 from cardbridge.stripe_gateway import StripeUnavailable
@@ -117,15 +116,9 @@ def test_each_kind_of_drift_is_listed_with_what_it_means(env, saved, localstripe
     subbed, pm_subbed, sub = saved(subscription=True)
     old_card = stripe_subscription(localstripe_url, sub["id"])  # ours, set by record_setup
     assert old_card["default_payment_method"] == pm_subbed
-    legacy_card = ls(localstripe_url, "POST", "/v1/payment_methods/pm_card_visa/attach",
-                     {"customer": subbed.stripe_customer_id})["id"]
+    legacy_card = sub["default_payment_method"]  # the card before the customer saved theirs
     ls(localstripe_url, "POST", f"/v1/subscriptions/{sub['id']}",
        {"default_payment_method": legacy_card})
-    # The legacy card made right after ours, in the same second at most: not newer.
-    db.session.get(SavedPaymentMethod, db.session.execute(select(SavedPaymentMethod.id).where(
-        SavedPaymentMethod.stripe_payment_method_id == pm_subbed)).scalar()).created_at += \
-        timedelta(seconds=2)
-    db.session.commit()
 
     ledgered, _, _ = saved()
     other = active_subscription(localstripe_url, ledgered.stripe_customer_id)
@@ -180,11 +173,7 @@ def env_runner():
 def test_fix_reapplies_ours_keeps_a_newer_card_and_audits_each(env, saved, localstripe_url):
     # Ours was replaced by an older card (the legacy one) on the customer and its subscription.
     ours_replaced, pm_ours, sub = saved(subscription=True)
-    legacy_card = ls(localstripe_url, "POST", "/v1/payment_methods/pm_card_visa/attach",
-                     {"customer": ours_replaced.stripe_customer_id})["id"]
-    row = drift.saved_card(ours_replaced)
-    row.created_at += timedelta(seconds=2)  # saved after the legacy card was made
-    db.session.commit()
+    legacy_card = sub["default_payment_method"]  # made before the customer saved theirs
     ls(localstripe_url, "POST", f"/v1/customers/{ours_replaced.stripe_customer_id}",
        {"invoice_settings[default_payment_method]": legacy_card})
     ls(localstripe_url, "POST", f"/v1/subscriptions/{sub['id']}",
