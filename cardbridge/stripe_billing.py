@@ -57,6 +57,24 @@ class BillingCalls:
             params["customer"] = customer_id
         return self._pages("subscription.list", self._client.v1.subscriptions.list, params)
 
+    def retrieve_subscription(self, subscription_id: str) -> dict:
+        return self._call("subscription.retrieve",
+                          lambda: self._client.v1.subscriptions.retrieve(subscription_id))
+
+    def retrieve_schedule(self, schedule_id: str) -> dict:
+        return self._call("subscription_schedule.retrieve",
+                          lambda: self._client.v1.subscription_schedules.retrieve(schedule_id))
+
+    def subscriptions_page(self, customer_id: str, starting_after: str | None = None,
+                           limit: int = 100) -> dict:
+        """One page of a customer's subscriptions, whatever their status (the caller pages,
+        taking a slot of the read budget for each)."""
+        params: dict[str, Any] = {"customer": customer_id, "status": "all", "limit": limit}
+        if starting_after:
+            params["starting_after"] = starting_after
+        return self._call("subscription.list",
+                          lambda: self._client.v1.subscriptions.list(params))
+
     def _pages(self, what: str, list_call, params: dict) -> Iterator[dict]:
         while True:
             page = self._call(what, lambda p=dict(params): list_call(p))

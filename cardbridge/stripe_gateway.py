@@ -212,18 +212,23 @@ class StripeGateway(BillingCalls):
 
     def customer_default(self, customer_id: str) -> str | None:
         """The customer's `invoice_settings.default_payment_method` id, or None."""
-        obj = self._call("customer.retrieve",
-                         lambda: self._client.v1.customers.retrieve(customer_id))
+        obj = self.retrieve_customer(customer_id)
         found = (obj.get("invoice_settings") or {}).get("default_payment_method")
         return found.get("id") if isinstance(found, dict) else found
 
-    def set_customer_default(self, customer_id: str, pm_id: str) -> None:
+    def retrieve_customer(self, customer_id: str) -> dict:
+        """The customer; `deleted: true` (or NotFound) once it was deleted on Stripe."""
+        return self._call("customer.retrieve",
+                          lambda: self._client.v1.customers.retrieve(customer_id))
+
+    def set_customer_default(self, customer_id: str, pm_id: str, *again: str) -> None:
+        """`again` names a later deliberate repeat (a drift fix): a new idempotency key."""
         self._call(
             "customer.update",
             lambda: self._client.v1.customers.update(
                 customer_id,
                 {"invoice_settings": {"default_payment_method": pm_id}},
-                self._key("default", customer_id, pm_id),
+                self._key("default", customer_id, pm_id, *again),
             ),
         )
 
@@ -242,13 +247,13 @@ class StripeGateway(BillingCalls):
                 return found
             params["starting_after"] = page["data"][-1]["id"]
 
-    def set_subscription_default(self, subscription_id: str, pm_id: str) -> None:
+    def set_subscription_default(self, subscription_id: str, pm_id: str, *again: str) -> None:
         self._call(
             "subscription.update",
             lambda: self._client.v1.subscriptions.update(
                 subscription_id,
                 {"default_payment_method": pm_id},
-                self._key("subdefault", subscription_id, pm_id),
+                self._key("subdefault", subscription_id, pm_id, *again),
             ),
         )
 

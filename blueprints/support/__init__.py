@@ -8,6 +8,7 @@ bp = Blueprint("support", __name__, url_prefix="/support")
 from blueprints.support import (  # noqa: E402,F401
     account,
     admin_audit,
+    admin_drift,
     admin_imports,
     admin_staff,
     admin_subscriptions,

@@ -10,6 +10,7 @@ from cardbridge.campaigns import service as campaigns
 from cardbridge.customers import dashboard as progress
 from cardbridge.customers.charts import bar_chart
 from cardbridge.models.types import utcnow
+from cardbridge.payments import drift
 from cardbridge.subscriptions import revenue
 
 
@@ -28,7 +29,7 @@ def dashboard():
         "support/dashboard.html", counts=counts, total=sum(counts.values()),
         funnel=progress.funnel(counts), failures=progress.setup_failures(), days=days,
         total_days=total_days, chart=chart, waves=campaigns.wave_funnel(limit=5),
-        risk=_revenue_at_risk(),
+        risk=_revenue_at_risk(), drift_open=drift.open_count(),
     )
 
 

@@ -23,11 +23,12 @@ from cardbridge.extensions import db, huey
 from cardbridge.imports import jobs as import_jobs
 from cardbridge.links import fresh as fresh_links
 from cardbridge.models.types import utcnow
-from cardbridge.payments import webhook_events
+from cardbridge.payments import drift, webhook_events
 from cardbridge.staff import audit
 from cardbridge.stripe_gateway import StripeGateway, StripeRejected, StripeUnavailable
 from cardbridge.subscriptions import apply as subscription_apply
 from cardbridge.subscriptions import guard, invoices, planner
+from cardbridge.subscriptions.budget import Budget
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,20 @@ def guard_subscriptions() -> None:
         counts = guard.run_guard(bulk_gateway())
     if counts:
         log.warning("subscription guard: %s", dict(counts))
+
+
+@huey.periodic_task(crontab(minute="17", hour="4"))
+def scan_drift() -> None:
+    """Every day, read-only: list where Stripe differs from cardbridge (the dashboard's count);
+    continues a scan an earlier run or a Stripe outage left unfinished."""
+    with huey.app_context():
+        try:
+            report = drift.reconcile(bulk_gateway(), Budget.from_config(), fix=False,
+                                     actor="worker")
+        except (StripeUnavailable, StripeRejected):
+            log.warning("drift scan stopped: Stripe unavailable; the next run continues")
+            return
+        log.info("drift scan %s: %s", report.scan.id, dict(report.counts))
 
 
 @huey.task()

@@ -1,6 +1,7 @@
 """SQLAlchemy 2 typed models, one module per aggregate; import from here."""
 
 from cardbridge.models.customers import STATUSES, Customer, MigratedCard
+from cardbridge.models.drift import DriftFinding, DriftScan
 from cardbridge.models.emails import Bounce, Email, EmailClaim, SendBucket, Wave
 from cardbridge.models.events import AuditEvent, CustomerEvent, StripeEvent
 from cardbridge.models.imports import ImportRun
@@ -22,6 +23,8 @@ __all__ = [
     "AuditEvent",
     "Customer",
     "CustomerEvent",
+    "DriftFinding",
+    "DriftScan",
     "ImportRun",
     "Link",
     "MigratedCard",

@@ -45,6 +45,9 @@ ACTIONS = (
     "subscription.held",
     "stripe.replay",
     "purge",
+    "drift.scan",
+    "drift.fixed",
+    "drift.accepted",
 )
 
 
