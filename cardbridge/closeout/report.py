@@ -27,6 +27,7 @@ from cardbridge.models import (
     SavedPaymentMethod,
     Wave,
 )
+from cardbridge.models.drift import DriftFinding, DriftScan
 from cardbridge.models.types import utcnow
 from cardbridge.subscriptions import revenue
 
@@ -62,8 +63,8 @@ def gather(now: datetime | None = None) -> dict:
         "subscriptions": {**subscriptions, "revenue_moved": dict(moved),
                           "revenue_lost": dict(lost), "invoices_paid": invoices.get("paid", 0),
                           "invoices_declined": invoices.get("declined", 0)},
-        "drift": _audit_summary("drift."),
-        "purge": _audit_summary("purge"),
+        "drift": _drift(),
+        "purge": _purge(),
         "timeline": _timeline(),
     }
 
@@ -81,19 +82,29 @@ def _cards() -> dict:
             "saved_by_path": via, "same_card_as_migrated": same}
 
 
-def _audit_summary(prefix: str) -> dict:
-    """How many times an action ran, when it last did, and its details' numbers added up."""
-    rows = db.session.execute(select(AuditEvent).where(AuditEvent.action.startswith(prefix))
+def _drift() -> dict:
+    """Scans run, and the differences found: by what became of them and by kind."""
+    by_status = dict(db.session.execute(select(DriftFinding.status, func.count())
+                                        .group_by(DriftFinding.status)).all())
+    by_kind = dict(db.session.execute(select(DriftFinding.kind, func.count())
+                                      .group_by(DriftFinding.kind)).all())
+    scans, last = db.session.execute(select(func.count(DriftScan.id), func.max(
+        DriftScan.finished_at)).where(DriftScan.finished_at.is_not(None))).one()
+    return {"scans": scans, "last_scan_at": _iso(last), "found": sum(by_status.values()),
+            "by_status": by_status, "by_kind": by_kind}
+
+
+def _purge() -> dict:
+    """The purge as its audit rows record it: customers, values removed, finished or not."""
+    rows = db.session.execute(select(AuditEvent).where(AuditEvent.action == "purge")
                               .order_by(AuditEvent.at)).scalars().all()
-    totals: Counter = Counter()
-    by_action: Counter = Counter()
-    for row in rows:
-        by_action[row.action] += 1
-        for key, value in (row.details or {}).items():
-            if isinstance(value, int) and not isinstance(value, bool):
-                totals[key] += value
-    return {"runs": dict(by_action), "totals": dict(totals),
-            "last_at": _iso(rows[-1].at) if rows else None}
+    details = [row.details or {} for row in rows]
+    return {"runs": len(rows), "last_at": _iso(rows[-1].at) if rows else None,
+            "customers": sum(int(d.get("customers") or 0) for d in details),
+            "values_removed": sum(sum(int(v) for v in (d.get("counts") or {}).values())
+                                  for d in details),
+            "finished": bool(details and details[-1].get("finished")),
+            "purge_date": details[-1].get("purge_date") if details else None}
 
 
 def _timeline() -> list[dict]:

@@ -22,6 +22,7 @@ from cardbridge.models import (
     SavedPaymentMethod,
     Wave,
 )
+from cardbridge.models.drift import DriftFinding, DriftScan
 from cardbridge.models.types import utcnow
 from tests.subscriptions.test_subscription_console import ledger_row
 
@@ -73,9 +74,16 @@ def migration(app, make_customer):
                                       amount=5000, currency="usd", outcome="paid"))
         db.session.add(InvoicePayment(customer_id=people[9].id, stripe_invoice_id="in_2",
                                       amount=1200, currency="usd", outcome="declined"))
-        db.session.add(AuditEvent(actor="cli", action="drift.scan", details={"differences": 3}))
-        db.session.add(AuditEvent(actor="cli", action="drift.fixed", details={"fixed": 2}))
-        db.session.add(AuditEvent(actor="cli", action="purge", details={"customers": 10}))
+        scan = DriftScan(actor="cli", finished_at=now)
+        db.session.add(scan)
+        db.session.flush()
+        for kind, status in (("default_changed", "fixed"), ("default_changed", "accepted"),
+                             ("card_detached", "open")):
+            db.session.add(DriftFinding(customer_id=people[4].id, kind=kind, status=status,
+                                        object_id=f"{kind}-{status}", scan_id=scan.id))
+        db.session.add(AuditEvent(actor="cli", action="purge", details={
+            "customers": 10, "batches": 1, "finished": True, "purge_date": "2027-03-05",
+            "counts": {"customers.email": 10, "customers.name": 10}}))
         db.session.commit()
     return people
 
@@ -102,11 +110,21 @@ def test_the_json_figures_match_the_migration(app, migration, tmp_path):
     subs = r["subscriptions"]
     assert subs["revenue_moved"] == {"usd": 7500} and subs["revenue_lost"] == {"usd": 2100}
     assert (subs["invoices_paid"], subs["invoices_declined"]) == (1, 1)
-    assert r["drift"]["totals"] == {"differences": 3, "fixed": 2}
-    assert r["purge"]["runs"] == {"purge": 1} and r["purge"]["totals"] == {"customers": 10}
+    assert r["drift"]["found"] == 3 and r["drift"]["scans"] == 1
+    assert r["drift"]["by_status"] == {"fixed": 1, "accepted": 1, "open": 1}
+    assert r["drift"]["by_kind"] == {"default_changed": 2, "card_detached": 1}
+    assert (r["purge"]["customers"], r["purge"]["values_removed"], r["purge"]["finished"]) == (
+        10, 20, True)
     whats = [e["what"] for e in r["timeline"]]
     assert whats.index("email wave 1: 5 queued") < whats.index(
         "first card saved through cardbridge") < whats.index("personal data purged")
+    html_out = tmp_path / "final.html"
+    run(app, "--final", str(html_out))
+    html = html_out.read_text()
+    text = " ".join(html.split())
+    assert ("3 differences found, 1 accepted (a newer card set on Stripe), 1 fixed by "
+            "cardbridge, 1 still open") in text
+    assert "10 customers, 20 values removed" in html
 
 
 def test_the_html_is_self_contained_and_holds_nothing_personal(app, migration, tmp_path):
@@ -128,4 +146,5 @@ def test_an_empty_migration_still_writes_a_clear_report(app, tmp_path):
     out = tmp_path / "final.html"
     run(app, "--final", str(out))
     html = out.read_text()
-    assert "No email waves were sent." in html and "not yet run" in html
+    assert "No email waves were sent." in html and "not yet purged" in html
+    assert "no scan was run" in html
