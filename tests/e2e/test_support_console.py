@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from cardbridge.extensions import db
 from cardbridge.models import Customer, Email, Wave
+from cardbridge.models.drift import DriftFinding
 from cardbridge.models.types import utcnow
 from tests.e2e.conftest import CSP_LISTENER, BrowserLog, add_customer, assert_page_clean, shoot
 from tests.support.staff_helpers import FAST_HASH, create_staff
@@ -161,9 +162,19 @@ def test_staff_copy_a_link_the_customer_saves_a_card_and_the_dashboard_counts_it
     expect(run).to_contain_text("1 row not applied")
     run.get_by_text("1 row not applied").click()
     expect(run).to_contain_text("line 3")
+    with app.app_context():  # two differences a drift scan found, for the drift page
+        pat_id = db.session.execute(select(Customer.id).where(
+            Customer.legacy_id == "CB-4242")).scalar_one()
+        db.session.add_all([
+            DriftFinding(customer_id=pat_id, kind="default_changed", object_id="cus_x",
+                         ours="pm_saved_here", theirs="pm_set_on_stripe"),
+            DriftFinding(customer_id=pat_id, kind="card_detached", object_id="pm_saved_here",
+                         ours="pm_saved_here")])
+        db.session.commit()
+        db.session.remove()
     for name, path in (("audit", "/support/admin/audit"), ("staff", "/support/admin/staff"),
                        ("imports", "/support/admin/imports"), ("tokens", "/support/admin/tokens"),
-                       ("account", "/support/account")):
+                       ("drift", "/support/admin/drift"), ("account", "/support/account")):
         page.goto(base + path)
         check_page(page, name)
     expect(page.get_by_role("navigation", name="Console")).to_be_visible()
