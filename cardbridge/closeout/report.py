@@ -33,6 +33,7 @@ from cardbridge.subscriptions import revenue
 
 MOVED_STATES = ("live", "scheduled", "planned")
 LOST_STATES = ("waiting_for_card", "needs_review", "held")
+DRIFT_ORDER = ("fixed", "accepted", "open", "resolved")
 
 
 def gather(now: datetime | None = None) -> dict:
@@ -84,10 +85,13 @@ def _cards() -> dict:
 
 def _drift() -> dict:
     """Scans run, and the differences found: by what became of them and by kind."""
-    by_status = dict(db.session.execute(select(DriftFinding.status, func.count())
-                                        .group_by(DriftFinding.status)).all())
-    by_kind = dict(db.session.execute(select(DriftFinding.kind, func.count())
-                                      .group_by(DriftFinding.kind)).all())
+    found = dict(db.session.execute(select(DriftFinding.status, func.count())
+                                     .group_by(DriftFinding.status)).all())
+    # A fixed order (what cardbridge did first), never the database's grouping order.
+    by_status = {s: found[s] for s in (*DRIFT_ORDER, *sorted(set(found) - set(DRIFT_ORDER)))
+                 if s in found}
+    by_kind = dict(sorted(db.session.execute(select(DriftFinding.kind, func.count())
+                                             .group_by(DriftFinding.kind)).all()))
     scans, last = db.session.execute(select(func.count(DriftScan.id), func.max(
         DriftScan.finished_at)).where(DriftScan.finished_at.is_not(None))).one()
     return {"scans": scans, "last_scan_at": _iso(last), "found": sum(by_status.values()),
