@@ -16,7 +16,6 @@ Counts that describe a change to the database (a card saved, an email queued) ar
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable, Iterable
 
 from prometheus_client import (
@@ -30,8 +29,9 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.multiprocess import MultiProcessCollector
-from sqlalchemy import event
 from sqlalchemy.orm import Session
+
+from cardbridge import after_commit
 
 # The classic text format every Prometheus (and every agent that scrapes for one) reads.
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
@@ -97,37 +97,22 @@ IMPORT_RUNS = Counter(
 
 # -- counting once the transaction commits ---------------------------------------------------------
 _PENDING_KEY = "cardbridge.metrics_after_commit"
-_hook_installed = False
-_hook_lock = threading.Lock()
 
 
 def count_after_commit(session: Session, child, amount: float = 1) -> None:
     """Add `amount` to `child` (a labelled counter) once `session`'s transaction commits."""
     if amount:
-        session.info.setdefault(_PENDING_KEY, []).append((child, amount))
+        after_commit.defer(session, _PENDING_KEY, (child, amount))
+
+
+def _count(items: list) -> None:
+    for child, amount in items:
+        child.inc(amount)
 
 
 def install_commit_hook() -> None:
     """Apply pending counts on commit, drop them on rollback (create_app installs it)."""
-    global _hook_installed
-    with _hook_lock:
-        if _hook_installed:
-            return
-        event.listen(Session, "after_commit", _after_commit)
-        event.listen(Session, "after_rollback", _after_rollback)
-        _hook_installed = True
-
-
-def _after_commit(session: Session) -> None:
-    if session.in_nested_transaction():
-        return  # a savepoint released: nothing is committed yet
-    for child, amount in session.info.pop(_PENDING_KEY, ()):
-        child.inc(amount)
-
-
-def _after_rollback(session: Session) -> None:
-    if not session.in_nested_transaction():
-        session.info.pop(_PENDING_KEY, None)
+    after_commit.on_commit(_PENDING_KEY, _count)
 
 
 # -- the scrape ----------------------------------------------------------------------------------

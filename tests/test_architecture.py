@@ -12,6 +12,7 @@ PACKAGE = ROOT / "cardbridge"
 
 # Lowest first; a module may import its own package and any package in an earlier layer.
 LAYERS: list[set[str]] = [
+    {"after_commit"},
     {"metrics", "correlation"},
     {"config", "extensions", "csv_safe", "stripe_billing"},
     {"stripe_gateway"},

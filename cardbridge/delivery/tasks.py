@@ -7,15 +7,13 @@ to the one email on the wire (cardbridge/delivery/outbox.py). Everything else co
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from flask import current_app
 from huey import crontab
-from sqlalchemy import event
-from sqlalchemy.orm import Session
 
+from cardbridge import after_commit
 from cardbridge.campaigns import service as campaigns
 from cardbridge.delivery import outbox
 from cardbridge.email.pending import PENDING_KEY, TASK_CHUNK, URGENT
@@ -188,37 +186,17 @@ def catch_up() -> None:
 
 
 # -- "deliver these ids once this transaction commits" -------------------------------------------
-_hook_installed = False
-_hook_lock = threading.Lock()
-
-
 def install_commit_hook() -> None:
-    """Hand committed emails to the queue (called by create_app through queue.init_app)."""
-    global _hook_installed
-    with _hook_lock:
-        if _hook_installed:
-            return
-        event.listen(Session, "after_commit", _after_commit)
-        event.listen(Session, "after_rollback", _after_rollback)
-        _hook_installed = True
+    """Hand committed emails to the queue (called by create_app through queue.init_app); the
+    ids of a transaction that rolls back never reach it."""
+    after_commit.on_commit(PENDING_KEY, _deliver_committed)
 
 
-def _after_commit(session: Session) -> None:
-    if session.in_nested_transaction():
-        return  # a savepoint was released: the rows are not committed yet
-    pending = session.info.pop(PENDING_KEY, None)
-    if pending:
-        grouped: dict[tuple, list[int]] = {}
-        for ids, eta, urgent in pending:  # one task per chunk, however many calls queued them
-            grouped.setdefault((eta, urgent), []).extend(ids)
-        enqueue_delivery([(ids, eta, urgent) for (eta, urgent), ids in grouped.items()])
-
-
-def _after_rollback(session: Session) -> None:
-    # Ids of rows that were never committed must not reach the queue. (A savepoint rolled
-    # back: its rows never asked to be delivered; see queue_email.)
-    if not session.in_nested_transaction():
-        session.info.pop(PENDING_KEY, None)
+def _deliver_committed(pending: list) -> None:
+    grouped: dict[tuple, list[int]] = {}
+    for ids, eta, urgent in pending:  # one task per chunk, however many calls queued them
+        grouped.setdefault((eta, urgent), []).extend(ids)
+    enqueue_delivery([(ids, eta, urgent) for (eta, urgent), ids in grouped.items()])
 
 
 def enqueue_delivery(batches: Iterable[tuple[list[int], datetime | None, bool]]) -> int:

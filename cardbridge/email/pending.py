@@ -13,6 +13,8 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from cardbridge import after_commit
+
 PENDING_KEY = "cardbridge.deliver_after_commit"
 # Email ids per delivery task: one SMTP connection and one claim (MAIL_BATCH_SIZE) per chunk.
 # 200, not 50: a quarter of the connections, claims and batch queries for the same mail, which
@@ -25,4 +27,4 @@ def deliver_after_commit(session: Session, email_ids: Iterable[int],
                          eta: datetime | None = None, *, urgent: bool = False) -> None:
     """Ask a worker for these emails once `session` commits (now, or at `eta`); `urgent`
     tasks (someone is waiting for the email) go ahead of campaign tasks in the queue."""
-    session.info.setdefault(PENDING_KEY, []).append((list(email_ids), eta, urgent))
+    after_commit.defer(session, PENDING_KEY, (list(email_ids), eta, urgent))
