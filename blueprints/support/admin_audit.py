@@ -8,6 +8,7 @@ from flask import render_template, request
 
 from blueprints.support import bp
 from blueprints.support.guard import admin_only
+from blueprints.support.inputs import page_number
 from cardbridge.staff import audit
 
 
@@ -31,10 +32,7 @@ def audit_log():
         until=(datetime.combine(until, datetime.min.time(), tzinfo=UTC) + timedelta(days=1))
         if until else None,
     )
-    try:
-        page = max(1, min(int(request.args.get("page", 1)), 10_000))
-    except ValueError:
-        page = 1
+    page = page_number()
     rows, has_next = audit.page(f, page)
     args = {k: v for k, v in request.args.items() if k != "page" and v}
     return render_template("support/admin_audit.html", rows=rows, has_next=has_next, page=page,

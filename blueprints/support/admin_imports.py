@@ -21,17 +21,13 @@ from flask_login import current_user
 
 from blueprints.support import bp
 from blueprints.support.guard import admin_only, client_ip
+from blueprints.support.inputs import form_reason
 from cardbridge.customers.reporting import export_csv as write_export
 from cardbridge.customers.reporting import refresh_statuses
 from cardbridge.delivery import tasks
 from cardbridge.extensions import db
 from cardbridge.imports import jobs as import_jobs
 from cardbridge.staff import audit
-
-
-def _reason() -> str | None:
-    reason = " ".join(request.form.get("reason", "").split())
-    return reason[:500] if len(reason) >= 3 else None
 
 
 def _runs_context() -> dict:
@@ -61,7 +57,7 @@ def imports():
 def import_upload():
     kind = request.form.get("kind", "")
     upload = request.files.get("file")
-    reason = _reason()
+    reason = form_reason()
     if kind not in import_jobs.KINDS:
         return _page(400, upload_error="Choose what the file is: a roster or a mapping.")
     if upload is None or not upload.filename:
@@ -92,7 +88,7 @@ def import_status(job_id: str):
 @bp.post("/admin/export.csv")
 @admin_only
 def export_csv():
-    reason = _reason()
+    reason = form_reason()
     if reason is None:
         return _page(400, export_error="Say why you are exporting (it holds every customer).")
     fd, path = tempfile.mkstemp(prefix="export-", suffix=".csv", dir=current_app.instance_path)

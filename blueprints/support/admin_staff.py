@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from blueprints.support import bp
 from blueprints.support.guard import admin_only, client_ip
+from blueprints.support.inputs import form_reason
 from cardbridge.extensions import db
 from cardbridge.models import ROLES, StaffUser
 from cardbridge.staff import accounts as staff_service
@@ -31,11 +32,6 @@ def _all_staff() -> list[StaffUser]:
     ).scalars())
 
 
-def _reason() -> str | None:
-    reason = " ".join(request.form.get("reason", "").split())
-    return reason[:500] if len(reason) >= 3 else None
-
-
 def _page(status: int = 200, **context):
     return render_template("support/admin_staff.html", users=_all_staff(), roles=ROLES,
                            **context), status
@@ -52,7 +48,7 @@ def staff_list():
 def staff_create():
     email = request.form.get("email", "")
     role = request.form.get("role", "agent")
-    reason = _reason()
+    reason = form_reason()
     if reason is None:
         return _page(400, create_error="Say why this account is needed.", email=email)
     password = secrets.token_urlsafe(15)  # 20 characters; shown once, the person changes it
@@ -86,7 +82,7 @@ def staff_update(user_id: int):
     action = request.form.get("action", "")
     if user is None or action not in ACTIONS:
         abort(404)
-    reason = _reason()
+    reason = form_reason()
     if reason is None:
         return _page(400, row_error=(user.id, "Say why in a few words."))
     refusal = _refusal(user, action)

@@ -11,6 +11,7 @@ from flask_login import current_user
 
 from blueprints.support import bp
 from blueprints.support.guard import admin_only, client_ip
+from blueprints.support.inputs import form_reason, page_number
 from cardbridge.delivery import tasks
 from cardbridge.extensions import db
 from cardbridge.models.subscriptions import SUBSCRIPTION_STATES
@@ -22,23 +23,11 @@ EXPORTS = {"ledger": ("cardbridge-subscriptions.csv", revenue.export_csv),
            "toolkit": ("stripe-subscription-migration.csv", revenue.export_toolkit)}
 
 
-def _reason() -> str | None:
-    reason = " ".join(request.form.get("reason", "").split())
-    return reason[:500] if len(reason) >= 3 else None
-
-
-def _page_number() -> int:
-    try:
-        return max(1, min(int(request.args.get("page", 1)), 100_000))
-    except ValueError:
-        return 1
-
-
 def _render(status: int = 200, **errors):
     state = request.args.get("state", "")
     state = state if state in SUBSCRIPTION_STATES else ""
     q = request.args.get("q", "").strip()[:255]
-    number = _page_number()
+    number = page_number(100_000)
     rows, has_next = ledger.page(state or None, q, number)
     return render_template(
         "support/admin_subscriptions.html", counts=revenue.by_state(),
@@ -56,7 +45,7 @@ def subscriptions_page():
 @bp.post("/admin/subscriptions/<any(plan, apply):what>")
 @admin_only
 def subscriptions_run(what: str):
-    reason = _reason()
+    reason = form_reason()
     if reason is None:
         return _render(400, **{what: NEED_REASON})
     # The worker does the work (a million rows is no web request); the audit row says who asked.
@@ -74,7 +63,7 @@ def subscriptions_run(what: str):
 @bp.post("/admin/subscriptions/export/<any(ledger, toolkit):kind>")
 @admin_only
 def subscriptions_export(kind: str):
-    reason = _reason()
+    reason = form_reason()
     if reason is None:
         return _render(400, export=NEED_REASON)
     name, write = EXPORTS[kind]

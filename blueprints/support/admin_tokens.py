@@ -7,14 +7,10 @@ from flask_login import current_user
 
 from blueprints.support import bp
 from blueprints.support.guard import admin_only, client_ip
+from blueprints.support.inputs import form_reason
 from cardbridge.extensions import db
 from cardbridge.models import ApiToken
 from cardbridge.staff import api_tokens, audit
-
-
-def _reason() -> str | None:
-    reason = " ".join(request.form.get("reason", "").split())
-    return reason[:500] if len(reason) >= 3 else None
 
 
 def _page(status: int = 200, **context):
@@ -32,7 +28,7 @@ def tokens():
 @admin_only
 def token_create():
     name = request.form.get("name", "")
-    reason = _reason()
+    reason = form_reason()
     if reason is None:
         return _page(400, create_error="Say what the token is for.", name=name)
     try:
@@ -55,7 +51,7 @@ def token_revoke(token_id: int):
     token = db.session.get(ApiToken, token_id)
     if token is None:
         abort(404)
-    reason = _reason()
+    reason = form_reason()
     if reason is None:
         return _page(400, row_error=(token.id, "Say why in a few words."))
     if api_tokens.revoke_token(token):

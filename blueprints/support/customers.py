@@ -18,12 +18,11 @@ from flask_login import current_user
 
 from blueprints.support import bp
 from blueprints.support.guard import client_ip
+from blueprints.support.inputs import form_reason, page_number
 from cardbridge.customers import lookup as customer_lookup
 from cardbridge.extensions import db, limiter
 from cardbridge.links import actions as link_actions
 from cardbridge.models import Customer
-
-MAX_REASON = 500
 
 
 def _link_limit() -> str:
@@ -50,17 +49,10 @@ def per_customer(view):
     return limited
 
 
-def _page_number() -> int:
-    try:
-        return max(1, min(int(request.args.get("page", 1)), 10_000))
-    except ValueError:
-        return 1
-
-
 @bp.get("/customers")
 def customers():
     q = request.args.get("q", "").strip()
-    page = _page_number()
+    page = page_number()
     rows, has_next = customer_lookup.search(q, page)
     if q and page == 1 and len(rows) == 1 and not has_next:
         return redirect(url_for("support.customer", customer_id=rows[0].id))
@@ -86,11 +78,6 @@ def customer(customer_id: int):
     return _render_customer(_customer_or_404(customer_id))
 
 
-def _reason() -> str | None:
-    reason = " ".join(request.form.get("reason", "").split())
-    return reason[:MAX_REASON] if len(reason) >= 3 else None
-
-
 NEED_REASON = "Say why in a few words (for example “customer says the email never came”)."
 
 
@@ -99,7 +86,7 @@ NEED_REASON = "Say why in a few words (for example “customer says the email ne
 @per_customer
 def generate_link(customer_id: int):
     customer = _customer_or_404(customer_id)
-    reason = _reason()
+    reason = form_reason()
     if reason is None:
         return _render_customer(customer, reason_error=NEED_REASON, status=400)
     issued = link_actions.give_link(customer, actor=current_user.email, ip=client_ip(),
@@ -117,7 +104,7 @@ def generate_link(customer_id: int):
 @per_customer
 def send_link(customer_id: int):
     customer = _customer_or_404(customer_id)
-    reason = _reason()
+    reason = form_reason()
     if reason is None:
         return _render_customer(customer, reason_error=NEED_REASON, status=400)
     link_actions.give_link(customer, actor=current_user.email, ip=client_ip(), reason=reason,
@@ -132,7 +119,7 @@ def send_link(customer_id: int):
 @per_staff
 def revoke_links(customer_id: int):
     customer = _customer_or_404(customer_id)
-    reason = _reason()
+    reason = form_reason()
     if reason is None:
         return _render_customer(customer, reason_error=NEED_REASON, status=400)
     count = link_actions.revoke_all(customer, actor=current_user.email, ip=client_ip(),
