@@ -37,6 +37,7 @@ from collections import Counter
 from pathlib import Path
 
 import psutil
+import requests
 
 from devtools.fleet import Fleet
 
@@ -199,8 +200,6 @@ def run_once(fleet: Fleet, users: int, duration: int, think: float) -> dict:
 
 def floor(fleet: Fleet, seconds: float = 5) -> float:
     """p95 of an empty request (/healthz) through the same gunicorn, one at a time."""
-    import requests
-
     times, end = [], time.monotonic() + seconds
     with requests.Session() as s:
         while time.monotonic() < end:

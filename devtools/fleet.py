@@ -26,7 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
+import redis
 import requests
+from sqlalchemy import create_engine, text
 
 ROOT = Path(__file__).resolve().parent.parent
 WEBHOOK_SECRET = "whsec_cardbridge_fleet"
@@ -45,8 +48,6 @@ def ensure_database(url: str) -> None:
     parts = urlsplit(url)
     if not parts.scheme.startswith("postgresql"):
         return
-    import psycopg
-
     name = parts.path.lstrip("/")
     admin = urlunsplit(("postgresql", parts.netloc, "/postgres", "", ""))
     with psycopg.connect(admin, autocommit=True) as conn:
@@ -150,8 +151,6 @@ class Fleet:
 
     def reset_database(self) -> None:
         """An empty schema: the fake Stripe starts from scratch, so old cus_ ids would dangle."""
-        from sqlalchemy import create_engine, text
-
         engine = create_engine(self.database_url)
         with engine.begin() as conn:
             if engine.dialect.name == "postgresql":
@@ -159,8 +158,6 @@ class Fleet:
                 conn.execute(text("CREATE SCHEMA public"))
         engine.dispose()
         if self.redis_url:
-            import redis
-
             redis.Redis.from_url(self.redis_url).flushdb()
 
     def _wait_http(self, url: str, what: str, seconds: float = 30) -> None:

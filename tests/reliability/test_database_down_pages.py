@@ -10,6 +10,7 @@ import pytest
 from cardbridge.links.service import token_for
 from cardbridge.models import Link
 from cardbridge.models.types import utcnow
+from tests.testlib import csrf_from
 
 DEAD_DATABASE = "postgresql+psycopg://postgres@127.0.0.1:9/nothing_listens_here"
 
@@ -46,8 +47,6 @@ def test_the_console_sign_in_says_try_again(down_app):
     client = down_app.test_client()
     response = client.get("/support/login")
     if response.status_code == 200:  # the form itself needs no database; signing in does
-        from tests.conftest import csrf_from
-
         response = client.post("/support/login", data={
             "email": "a@example.com", "password": "x" * 20,
             "csrf_token": csrf_from(response.get_data(as_text=True))})

@@ -13,6 +13,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import redis
 import requests
 from sqlalchemy import select
 
@@ -23,7 +24,7 @@ from cardbridge.stripe_gateway import StripeGateway
 from cardbridge.subscriptions import apply as applying
 from cardbridge.subscriptions import guard, loading, planner
 from cardbridge.subscriptions.budget import Budget
-from tests.conftest import ROOT, TEST_DATABASE_URL, fake_stripe
+from tests.conftest import ROOT, TEST_DATABASE_URL, TEST_REDIS_URL, fake_stripe
 from tests.stripe_helpers import TEST_SECRET_KEY, ls
 
 HEADER = "legacy_subscription_id,legacy_customer_id,status,next_billing_at,legacy_plan_id,quantity"
@@ -311,10 +312,6 @@ def test_the_shared_budget_spaces_writes_at_the_rate_across_takers(app):
 def test_the_budget_in_redis_is_one_budget_for_every_process():
     """Two takers (two processes' Budgets) on one Redis: their slots interleave a fifth of a
     second apart at 5 a second, as if there were one taker."""
-    import redis
-
-    from tests.conftest import TEST_REDIS_URL
-
     redis.Redis.from_url(TEST_REDIS_URL).delete("cardbridge:stripe-budget:write")
     waits: list[float] = []
     first = Budget({"write": 5.0}, TEST_REDIS_URL, sleep=waits.append)
